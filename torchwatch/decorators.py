@@ -1,0 +1,168 @@
+"""``@watch_epoch`` and ``@watch_step``, built on wrapt so signatures, docstrings and methods work.
+
+``instance`` (wrapt's bound object) lets a decorated ``Trainer.train_epoch`` find ``self`` or
+``self.model``. Both decorators work bare and with arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import wrapt
+
+from .phase import ACTIVE, Phase
+from .steps import first_tensor_rows
+
+__all__ = ["watch_epoch", "watch_step"]
+
+
+def _refuse_generators(wrapped: Callable, decorator: str) -> None:
+    if inspect.isgeneratorfunction(wrapped) or inspect.isasyncgenfunction(wrapped):
+        kind = "generator"
+    elif inspect.iscoroutinefunction(wrapped):
+        kind = "async"
+    else:
+        return
+    raise TypeError(
+        f"@{decorator} cannot watch {kind} function {wrapped.__qualname__}(): its body runs "
+        "after the call returns; decorate a plain function, or use `with tw.phase(...)` inside it"
+    )
+
+
+def _check_names(names: Any) -> Optional[tuple]:
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"names must be a sequence of str, e.g. ('loss', 'acc'), got {names!r}")
+    return tuple(names)
+
+
+def _epoch_position(wrapped: Callable) -> Optional[int]:
+    """Index of a positional ``epoch`` parameter, or None (-1 when only a keyword)."""
+    try:
+        params = list(inspect.signature(wrapped).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    for i, p in enumerate(params):
+        if p.name == "epoch":
+            positional = p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            return i if positional else -1
+    return None
+
+
+def _explicit_epoch(position: Optional[int], is_method: bool, args: tuple, kwargs: dict) -> Any:
+    """The ``epoch`` the caller passed (a parameter's default does not count)."""
+    if position is None:
+        return None
+    if "epoch" in kwargs:
+        return kwargs["epoch"]
+    if position >= 0:
+        index = position - 1 if is_method else position
+        if 0 <= index < len(args):
+            return args[index]
+    return None
+
+
+def _run_of(run: Any) -> Any:
+    if run is not None:
+        return run
+    from .run import current_run
+
+    return current_run()
+
+
+def watch_epoch(
+    wrapped: Any = None,
+    phase: Any = "train",
+    *,
+    model: Any = None,
+    names: Optional[Sequence[str]] = None,
+    train: Optional[bool] = None,
+    run: Any = None,
+) -> Any:
+    """Each call of the decorated function is one phase; its return value passes through and is
+    captured (a lone value as ``loss``). ``@watch_epoch`` or ``@watch_epoch("val", model=m)``."""
+    if isinstance(wrapped, str):  # @watch_epoch("val")
+        wrapped, phase = None, wrapped
+    if wrapped is None:
+        return functools.partial(watch_epoch, phase=phase, model=model, names=names,
+                                 train=train, run=run)
+    if not isinstance(phase, str) or not phase:
+        raise TypeError(f"phase must be a non-empty str, got {phase!r}")
+    _refuse_generators(wrapped, "watch_epoch")
+    names = _check_names(names)
+    position = _epoch_position(wrapped)
+    label = f"{phase} phase of {getattr(wrapped, '__qualname__', wrapped)}()"
+    returned_by = f"returned by {getattr(wrapped, '__qualname__', wrapped)}()"
+
+    @wrapt.decorator
+    def wrapper(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        active = _run_of(run)
+        epoch = _explicit_epoch(position, _is_method(wrapped, instance), args, kwargs)
+        if isinstance(epoch, torch.Tensor) or not isinstance(epoch, int) or isinstance(epoch, bool):
+            epoch = None
+        if model is not None:
+            models = None
+        else:
+            found = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.nn.Module)]
+            if isinstance(instance, torch.nn.Module):
+                found.insert(0, instance)
+            elif isinstance(getattr(instance, "model", None), torch.nn.Module):
+                found.insert(0, instance.model)
+            models = active.models_for(None, label, found)
+        with Phase(active, phase, model, train=train, epoch=epoch, models=models,
+                   source=label) as p:
+            result = wrapped(*args, **kwargs)
+            p.capture(result, names, returned_by)
+        return result
+
+    return wrapper(wrapped)
+
+
+def _is_method(wrapped: Any, instance: Any) -> bool:
+    # for methods (and classmethods) wrapt passes args without self/cls, which the signature
+    # read at decoration time still counts
+    return instance is not None
+
+
+def watch_step(
+    wrapped: Any = None, *, names: Optional[Sequence[str]] = None, run: Any = None
+) -> Any:
+    """Each call is one step (unless already inside a ``tw.steps`` step); its return value is
+    captured as by ``tw.log``, weighted by the samples of the step."""
+    if wrapped is None:
+        return functools.partial(watch_step, names=names, run=run)
+    _refuse_generators(wrapped, "watch_step")
+    names = _check_names(names)
+    source = f"returned by {getattr(wrapped, '__qualname__', wrapped)}()"
+
+    @wrapt.decorator
+    def wrapper(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        if not ACTIVE:
+            from .run import outside
+
+            outside("@watch_step")
+            return wrapped(*args, **kwargs)
+        phase = ACTIVE[-1]
+        if phase.in_step or not phase.on:
+            result = wrapped(*args, **kwargs)
+            if result is not None:
+                phase.log(result, None, {}, names, source)
+            return result
+        rows = first_tensor_rows(args)
+        phase.in_step = True
+        phase.weight = float(rows) if rows else 1.0
+        try:
+            result = wrapped(*args, **kwargs)
+            if result is not None:
+                phase.log(result, None, {}, names, source)
+        finally:
+            phase.in_step = False
+            phase.weight = 1.0
+        phase.end_step(rows, 0.0)
+        return result
+
+    return wrapper(wrapped)

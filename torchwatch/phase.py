@@ -1,0 +1,292 @@
+"""The phase context: mode capture and restore, grad mode, timing, accumulation of metrics.
+
+A phase is one call of a ``@watch_epoch`` function or one ``with tw.phase(...)`` block. On entry
+it saves every submodule's own ``training`` flag and the grad mode and switches them; on exit,
+normal or by exception, it restores them exactly and never swallows the exception.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+
+from .accumulate import Accumulator, Interval
+from .clocks import Marker, cuda_in_use
+from .values import flatten, scalar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import Run
+
+__all__ = ["Phase", "PhaseRecord", "active_phase"]
+
+# Every active phase of every run, innermost last: where tw.log and tw.steps record.
+ACTIVE: List["Phase"] = []
+
+
+def active_phase() -> Optional["Phase"]:
+    return ACTIVE[-1] if ACTIVE else None
+
+
+class PhaseRecord(NamedTuple):
+    """One finished phase, as kept in ``run.history``."""
+
+    epoch: Optional[int]
+    phase: str
+    metrics: Dict[str, float]
+    time_s: float
+    samples: int
+    steps: int
+    global_step: int
+    nested: bool
+
+
+class IntervalInfo(NamedTuple):
+    """What the host knew when an interval of steps closed."""
+
+    first_step: int  # global step numbers, counted from 1
+    last_step: int
+    steps: int
+    samples: int
+    data_wait_s: float
+    start: Marker
+    end: Marker
+    lrs: Dict[str, float]
+
+
+class Phase:
+    """``with tw.phase(name, model=None, *, train=None, grad=None, epoch=None, reduce=True) as p``.
+
+    After exit ``p.metrics`` holds the phase's user metrics as floats and ``p.record`` its
+    ``PhaseRecord`` (``None`` when the phase was interrupted or the run is disabled).
+    """
+
+    def __init__(
+        self,
+        run: "Run",
+        name: str,
+        model: Any = None,
+        *,
+        train: Optional[bool] = None,
+        grad: Optional[bool] = None,
+        epoch: Optional[int] = None,
+        reduce: bool = True,
+        models: Optional[List[torch.nn.Module]] = None,
+        source: Optional[str] = None,
+    ) -> None:
+        if not isinstance(name, str) or not name or "/" in name:
+            raise ValueError(f"phase name must be a non-empty str without '/', got {name!r}")
+        if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+            raise TypeError(f"epoch must be an int or None, got {epoch!r}")
+        self.run = run
+        self.name = name
+        self.is_train = name.startswith("train") if train is None else bool(train)
+        self.grad = self.is_train if grad is None else bool(grad)
+        self.reduce = reduce
+        self.source = source or f"phase '{name}'"
+        self.models = models if models is not None else run.models_for(model, self.source)
+        self.explicit_epoch = epoch
+        self.metrics: Dict[str, float] = {}
+        self.record: Optional[PhaseRecord] = None
+        self.on = run.enabled
+        self.bar: Any = None
+        self.returned: Dict[str, Any] = {}
+        self.weight = 1.0  # default weight of tw.log: the samples of the current step, else 1
+        self.in_step = False
+
+    # -- entry and exit ------------------------------------------------------------------------
+    def __enter__(self) -> "Phase":
+        self._modes: List[Tuple[torch.nn.Module, bool]] = [
+            (m, m.training) for model in self.models for m in model.modules()
+        ]
+        self._grad_before = torch.is_grad_enabled()
+        torch.set_grad_enabled(self.grad)
+        for model in self.models:
+            if not self.is_train:
+                model.eval()
+            elif not model.training:  # a frozen submodule of a training model stays frozen
+                model.train()
+        if self.on:
+            run = self.run
+            self.nested = bool(run.stack)
+            self.epoch = run.begin_epoch(self)
+            self.acc = Accumulator()
+            self.cuda = cuda_in_use()
+            self.steps = self.samples = 0
+            self.data_wait_s = 0.0
+            self.totals: Dict[str, List[float]] = {}
+            self._open_interval()
+            self.start = self.interval_start
+            run.stack.append(self)
+        ACTIVE.append(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._pop()
+            if self.on:
+                if exc_type is None:
+                    self._finish()
+                else:
+                    self._interrupted(exc_type)
+        finally:
+            for module, training in self._modes:
+                module.training = training  # each submodule's own flag; no recursion
+            torch.set_grad_enabled(self._grad_before)
+        return None
+
+    def _pop(self) -> None:
+        for stack in (ACTIVE, self.run.stack if self.on else []):
+            if stack and stack[-1] is self:
+                stack.pop()
+            elif self in stack:
+                stack.remove(self)
+
+    # -- recording -----------------------------------------------------------------------------
+    def log(self, value: Any, n: Any, metrics: Dict[str, Any], names: Optional[Sequence[str]] = None,
+            source: Optional[str] = None) -> None:
+        """Record logged values; the hot path for a tensor or a number costs a microsecond."""
+        if not self.on:
+            return
+        if n is None:
+            weight = self.weight
+        elif isinstance(n, torch.Tensor):
+            weight = n.detach()
+        else:
+            weight = float(n)
+        add = self.acc.add
+        if value is not None:
+            if type(value) is torch.Tensor and value.numel() == 1 and names is None:
+                good, fix = scalar(value)
+                add("loss", good, weight) if fix is None else self._bad("loss", value, fix, source)
+            else:
+                for name, good in flatten(value, names, source or f"logged in {self.source}",
+                                          self.run.report):
+                    add(name, good, weight)
+        for name, item in metrics.items():
+            if item is None:
+                continue
+            if type(item) is torch.Tensor:
+                if item.numel() == 1 and not item.dtype.is_complex:
+                    if item.requires_grad:
+                        item = item.detach()
+                    add(name, item if not item.dim() else item.reshape(()), weight)
+                    continue
+            elif type(item) is float or type(item) is int:
+                add(name, float(item), weight)
+                continue
+            good, fix = scalar(item)
+            if fix is None:
+                add(name, good, weight)
+            else:
+                self._bad(name, item, fix, source)
+
+    def _bad(self, name: str, item: Any, fix: str, source: Optional[str]) -> None:
+        from .values import describe
+
+        where = source or f"logged in {self.source}"
+        self.run.report(name, f"metric '{name}' {where}: got {describe(item)}; {fix}")
+
+    def capture(self, value: Any, names: Optional[Sequence[str]], source: str) -> None:
+        """The value a watched function returned: its names replace the logged ones."""
+        if self.on:
+            for name, good in flatten(value, names, source, self.run.report):
+                self.returned[name] = good
+
+    # -- steps and intervals -------------------------------------------------------------------
+    def _open_interval(self) -> None:
+        self.interval_start = Marker(self.run.clock, self.cuda)
+        self.interval_first = self.run.global_step + 1
+        self.interval_steps = self.interval_samples = 0
+        self.interval_wait = 0.0
+
+    def end_step(self, samples: int, data_wait_s: float) -> None:
+        """One step done: count it, and close the interval every ``log_every`` steps."""
+        self.steps += 1
+        self.samples += samples
+        self.data_wait_s += data_wait_s
+        self.interval_steps += 1
+        self.interval_samples += samples
+        self.interval_wait += data_wait_s
+        if self.is_train:
+            self.run.global_step += 1
+        if self.interval_steps >= self.run.log_every:
+            self.close_interval()
+
+    def close_interval(self, extra: Optional[Dict[str, torch.Tensor]] = None) -> None:
+        """Start the interval's copy to the host and report the intervals that have arrived."""
+        info = None
+        if self.interval_steps:
+            info = IntervalInfo(
+                self.interval_first, self.run.global_step, self.interval_steps,
+                self.interval_samples, self.interval_wait, self.interval_start,
+                Marker(self.run.clock, self.cuda), self.run.learning_rates(),
+            )
+        self.acc.close(info, extra)
+        self._open_interval()
+        if extra is None:
+            for interval in self.acc.ready():
+                self._arrived(interval)
+
+    def _arrived(self, interval: Interval) -> Dict[str, float]:
+        sums, extras = interval.read()
+        info: Optional[IntervalInfo] = interval.meta
+        means: Dict[str, float] = {}
+        for name, (wsum, total, nonfinite) in sums.items():
+            into = self.totals.setdefault(name, [0.0, 0.0, 0.0])
+            into[0] += wsum
+            into[1] += total
+            into[2] += nonfinite
+            if total:
+                means[name] = wsum / total
+        if info is not None and self.is_train and not self.nested:
+            self.run.write_interval(self, means, info)
+        if self.bar is not None and means:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
+        for name, (_, _, nonfinite) in sums.items():
+            if nonfinite:
+                where = (f"steps {info.first_step}-{info.last_step}" if info is not None
+                         else None)
+                self.run.nonfinite(self, name, where)
+        return extras
+
+    # -- the end -------------------------------------------------------------------------------
+    def _finish(self) -> None:
+        extra = {k: v for k, v in self.returned.items() if isinstance(v, torch.Tensor)}
+        self.close_interval(extra)
+        extras: Dict[str, float] = {}
+        for interval in self.acc.drain():  # the one sync a phase may make
+            extras.update(self._arrived(interval))
+        end = Marker(self.run.clock, self.cuda)
+        time_s = end.seconds_since(self.start)
+        sums = {k: list(v) for k, v in self.totals.items()}
+        for name, value in self.returned.items():
+            value = extras[name] if isinstance(value, torch.Tensor) else value
+            sums[name] = [value, 1.0, 0.0 if math.isfinite(value) else 1.0]
+        steps, samples, wait = self.steps, self.samples, self.data_wait_s
+        if self.reduce:
+            from .distributed import is_distributed, reduce_phase
+
+            if is_distributed():
+                sums, time_s, samples, steps, wait = reduce_phase(
+                    sums, time_s, samples, steps, wait, self.source
+                )
+        self.metrics = {k: (s / w if w else math.nan) for k, (s, w, _) in sums.items()}
+        self.record = PhaseRecord(
+            self.epoch, self.name, dict(self.metrics), time_s, samples, steps,
+            self.run.global_step, self.nested,
+        )
+        self.run.phase_done(self, time_s, wait)
+        for name, value in self.metrics.items():
+            if not math.isfinite(value) and name in self.returned:
+                self.run.nonfinite(self, name, None)
+
+    def _interrupted(self, exc_type: Any) -> None:
+        for interval in self.acc.ready():  # what already reached the host is still written
+            try:
+                self._arrived(interval)
+            except Exception:  # the original exception matters more than ours
+                break
+        self.acc.discard()
+        self.run.phase_interrupted(self, exc_type)

@@ -1,0 +1,414 @@
+"""Run: options, sinks, epoch and step counters, the phase stack and the history.
+
+The module-level verbs (``tw.init``, ``tw.phase``, ...) act on a default run; ``tw.Run`` objects
+can also live side by side, each with its own logdir.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import math
+import os
+import socket
+import sys
+import tempfile
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import torch
+
+from . import distributed
+from .clocks import host_clock
+from .phase import ACTIVE, IntervalInfo, Phase, PhaseRecord
+from .sinks.console import ConsoleSink, epoch_label, phase_line
+from .values import NonFiniteError, reporter, warn
+
+__all__ = ["Run", "close", "current_run", "init"]
+
+_PROGRESS = ("auto", True, False)
+_ON_NAN = ("warn", "raise", "ignore")
+_OUTSIDE_WARNED: set = set()
+
+
+def _default_logdir() -> str:
+    stamp = datetime.datetime.now().strftime("%b%d_%H-%M-%S")
+    return os.path.join("runs", f"{stamp}_{socket.gethostname()}")
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _as_models(value: Any, option: str) -> List[torch.nn.Module]:
+    """A module, or a list/tuple/dict of modules, as a list; anything else is a TypeError."""
+    if value is None:
+        return []
+    if isinstance(value, torch.nn.Module):
+        return [value]
+    items = list(value.values()) if isinstance(value, Mapping) else value
+    if isinstance(items, (list, tuple)) and items and all(
+        isinstance(m, torch.nn.Module) for m in items
+    ):
+        return list(items)
+    raise TypeError(
+        f"{option} must be an nn.Module, or a list or dict of nn.Modules, got {value!r:.80}"
+    )
+
+
+def _as_optimizers(value: Any) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        items = dict(value)
+    else:
+        items = {"": value}
+    for name, opt in items.items():
+        if not isinstance(name, str) or not hasattr(opt, "param_groups"):
+            raise TypeError(
+                "optimizer must be a torch.optim.Optimizer or a dict of name -> Optimizer, "
+                f"got {value!r:.80}"
+            )
+    return items
+
+
+def _check_logdir(path: str) -> None:
+    """Create ``path`` and prove it is writable, naming it if not."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"logdir {path!r} cannot be created or written ({error.strerror or error}); "
+            "pass a writable logdir= to tw.init"
+        ) from None
+
+
+def _in_notebook() -> bool:
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class Run:
+    """A watched training run: its options, sinks, counters and ``history`` of ``PhaseRecord``s.
+
+    Writers, console lines and the progress bar exist on rank 0 only; ``run.writer(phase)`` is
+    ``None`` elsewhere.
+    """
+
+    def __init__(
+        self,
+        logdir: Optional[str] = None,
+        *,
+        model: Any = None,
+        optimizer: Any = None,
+        total_epochs: Optional[int] = None,
+        console: bool = True,
+        tensorboard: bool = True,
+        progress: Any = "auto",
+        log_every: int = 50,
+        hparams: Optional[Mapping[str, Any]] = None,
+        strict: bool = False,
+        on_nan: str = "warn",
+        enabled: bool = True,
+        clock: Optional[Callable[[], float]] = None,
+    ) -> None:
+        self.models = _as_models(model, "model")
+        self.optimizers = _as_optimizers(optimizer)
+        if total_epochs is not None and (
+            isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1
+        ):
+            raise ValueError(f"total_epochs must be a positive int or None, got {total_epochs!r}")
+        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+            raise ValueError(f"log_every must be a positive int, got {log_every!r}")
+        if not any(progress is p or (isinstance(p, str) and progress == p) for p in _PROGRESS):
+            raise ValueError(f"progress must be 'auto', True or False, got {progress!r}")
+        if on_nan not in _ON_NAN:
+            raise ValueError(f"on_nan must be one of 'warn', 'raise', 'ignore', got {on_nan!r}")
+        if hparams is not None and not isinstance(hparams, Mapping):
+            raise TypeError(f"hparams must be a dict of name -> value, got {hparams!r:.80}")
+        if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
+            raise TypeError(f"logdir must be a str or path, got {logdir!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        self.total_epochs = total_epochs
+        self.log_every = log_every
+        self.progress = progress
+        self.strict = _check_bool("strict", strict)
+        self.on_nan = on_nan
+        self.hparams = dict(hparams or {})
+        self.enabled = _check_bool("enabled", enabled) and os.environ.get(
+            "TORCHWATCH_DISABLE", ""
+        ) not in ("1", "true", "True", "yes")
+        self.clock = clock or host_clock
+        self.rank = distributed.rank()
+        self.logdir = os.fspath(logdir) if logdir is not None else _default_logdir()
+        self.console = ConsoleSink() if (_check_bool("console", console) and self.rank == 0
+                                         and self.enabled) else None
+        self.tensorboard = None
+        if _check_bool("tensorboard", tensorboard) and self.rank == 0 and self.enabled:
+            _check_logdir(self.logdir)
+            from .sinks.tensorboard import TensorBoardSink
+
+            self.tensorboard = TensorBoardSink(self.logdir)
+        self.history: List[PhaseRecord] = []
+        self.stack: List[Phase] = []
+        self.epoch: Optional[int] = None
+        self.global_step = 0
+        self._epoch_offset: Optional[int] = None
+        self._had_train = False
+        self._seen: set = set()
+        self._warned: set = set()
+        self.report = reporter(self.strict, self._warned)
+        self.closed = False
+        ref = weakref.ref(self)
+        atexit.register(lambda: ref() is not None and ref().close())
+
+    # -- context manager -----------------------------------------------------------------------
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Run(logdir={self.logdir!r}, epoch={self.epoch}, global_step={self.global_step})"
+
+    # -- verbs ---------------------------------------------------------------------------------
+    def phase(self, name: str, model: Any = None, *, train: Optional[bool] = None,
+              grad: Optional[bool] = None, epoch: Optional[int] = None,
+              reduce: bool = True) -> Phase:
+        """A phase block: ``with run.phase("val"):`` (see ``tw.phase``)."""
+        return Phase(self, name, model, train=train, grad=grad, epoch=epoch, reduce=reduce)
+
+    def watch_epoch(self, wrapped: Any = None, phase: Any = "train", **options: Any) -> Any:
+        from .decorators import watch_epoch
+
+        return watch_epoch(wrapped, phase, run=self, **options)
+
+    def watch_step(self, wrapped: Any = None, **options: Any) -> Any:
+        from .decorators import watch_step
+
+        return watch_step(wrapped, run=self, **options)
+
+    def steps(self, iterable: Iterable, **options: Any) -> Iterable:
+        from .steps import steps
+
+        return steps(iterable, **options)
+
+    def log(self, value: Any = None, /, *, n: Any = None, **metrics: Any) -> None:
+        log(value, n=n, **metrics)
+
+    def writer(self, phase: str) -> Any:
+        """The ``SummaryWriter`` of ``phase`` (for images, text, ...); ``None`` off rank 0."""
+        return self.tensorboard.writer(phase) if self.tensorboard is not None else None
+
+    def close(self) -> None:
+        """Flush and close every writer; safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.tensorboard is not None:
+            self.tensorboard.hparams(self.hparams)
+            self.tensorboard.flush()
+            self.tensorboard.close()
+        if self.console is not None:
+            self.console.close()
+
+    # -- what phases call ----------------------------------------------------------------------
+    def models_for(self, model: Any, source: str, found: Sequence[torch.nn.Module] = ()) -> list:
+        """The modules a phase toggles: ``model=``, else the run's, else those ``found``."""
+        if model is not None:
+            return _as_models(model, f"model of {source}")
+        if self.models:
+            return self.models
+        unique = list({id(m): m for m in found}.values())
+        if len(unique) > 1:
+            self.once(
+                ("several", source),
+                f"torchwatch: {source} found {len(unique)} modules among its arguments "
+                f"({', '.join(type(m).__name__ for m in unique)}) and switches all of them; "
+                "pass model= to choose (a distillation teacher should not be put in train mode)",
+            )
+        elif not unique:
+            self.once(
+                ("none", source),
+                f"torchwatch: {source} has no model to switch between train() and eval(); "
+                "pass model= to tw.init or to the decorator/phase",
+            )
+        return unique
+
+    def once(self, key: Any, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warn(message)
+
+    def begin_epoch(self, phase: Phase) -> Optional[int]:
+        """The epoch a phase belongs to; train phases and repeated eval-only phases start one."""
+        if phase.nested:
+            return self.epoch
+        explicit = phase.explicit_epoch
+        if explicit is not None:
+            epoch = explicit
+        elif phase.is_train:
+            epoch = self.epoch + 1 if self._had_train else (self.epoch or 0)
+        elif self.epoch is None:
+            epoch = 0
+        elif not self._had_train and phase.name in self._seen:
+            epoch = self.epoch + 1
+        else:
+            epoch = self.epoch
+        if self._epoch_offset is None:
+            self._epoch_offset = 0 if explicit == 1 else 1
+        if epoch != self.epoch:
+            self._seen = set()
+        self._seen.add(phase.name)
+        self._had_train = self._had_train or phase.is_train
+        self.epoch = epoch
+        return epoch
+
+    def display_epoch(self, epoch: Optional[int]) -> Optional[int]:
+        return None if epoch is None else epoch + (self._epoch_offset or 0)
+
+    def learning_rates(self) -> Dict[str, float]:
+        """``lr``, ``lr_<i>`` per param group, ``lr_<name>[_<i>]`` per optimizer of a dict."""
+        rates: Dict[str, float] = {}
+        for name, optimizer in self.optimizers.items():
+            groups = optimizer.param_groups
+            base = f"lr_{name}" if name else "lr"
+            for i, group in enumerate(groups):
+                lr = group.get("lr")
+                if isinstance(lr, torch.Tensor):
+                    if lr.device.type != "cpu":
+                        continue  # reading it would sync
+                    lr = lr.detach().numpy().item()
+                if isinstance(lr, (int, float)):
+                    rates[base if len(groups) == 1 else f"{base}_{i}"] = float(lr)
+        return rates
+
+    def write_interval(self, phase: Phase, means: Dict[str, float], info: IntervalInfo) -> None:
+        """The ``step/*`` scalars of one interval of a train phase."""
+        if self.tensorboard is None:
+            return
+        seconds = info.end.seconds_since(info.start)
+        scalars = {f"step/{k}": v for k, v in info.lrs.items()}
+        scalars.update({f"step/{k}": v for k, v in means.items()})
+        if seconds > 0:
+            scalars["step/time_ms"] = 1000.0 * seconds / info.steps
+            scalars["step/samples_per_s"] = info.samples / seconds
+            scalars["step/data_wait_frac"] = min(info.data_wait_s / seconds, 1.0)
+        if phase.cuda:
+            scalars["step/memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            torch.cuda.reset_peak_memory_stats()
+        self.tensorboard.log(phase.name, scalars, info.last_step)
+
+    def phase_done(self, phase: Phase, time_s: float, data_wait_s: float) -> None:
+        """Write a finished phase: TensorBoard, flushed to the OS, then the console line."""
+        record = phase.record
+        self.history.append(record)
+        metrics = dict(record.metrics)
+        if phase.is_train:  # a user metric named like an automatic one replaces it
+            metrics.update({k: v for k, v in self.learning_rates().items() if k not in metrics})
+        per_s = record.samples / time_s if record.samples and time_s > 0 else None
+        wait = min(data_wait_s / time_s, 1.0) if record.steps and time_s > 0 else None
+        if self.tensorboard is not None:
+            if phase.nested:
+                tags = {f"step/{k}": v for k, v in metrics.items()}
+                step = self.global_step
+            else:
+                tags = {f"epoch/{k}": v for k, v in metrics.items()}
+                tags["epoch/time_s"] = time_s
+                if per_s is not None:
+                    tags["epoch/samples_per_s"] = per_s
+                if wait is not None:
+                    tags["epoch/data_wait_frac"] = wait
+                step = record.epoch
+            self.tensorboard.log(phase.name, tags, step)
+            self.tensorboard.flush()  # on disk before the line that reports it
+        if self.console is not None:
+            label = epoch_label(self.display_epoch(record.epoch), self.total_epochs)
+            self.console.log(phase_line(label, phase.name, metrics, time_s, per_s, wait))
+
+    def phase_interrupted(self, phase: Phase, exc_type: Any) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.flush()
+        if self.console is not None:
+            label = epoch_label(self.display_epoch(phase.epoch), self.total_epochs)
+            self.console.log(
+                f"{label} {phase.name} interrupted after {phase.steps} steps "
+                f"({getattr(exc_type, '__name__', exc_type)})"
+            )
+
+    def nonfinite(self, phase: Phase, metric: str, where: Optional[str]) -> None:
+        """A NaN or Inf reached the host: warn once per metric, or raise, as ``on_nan`` says."""
+        if self.on_nan == "ignore":
+            return
+        label = epoch_label(self.display_epoch(phase.epoch), self.total_epochs)
+        message = (
+            f"torchwatch: metric '{metric}' of {phase.source} was NaN or Inf"
+            f"{' first in ' + where if where else ''} ({label}); it is recorded as it is. "
+            "Check the learning rate, the inputs and the loss for that range"
+        )
+        if self.on_nan == "raise":
+            raise NonFiniteError(message)
+        self.once(("nan", metric), message)
+
+    def bar_wanted(self) -> bool:
+        """Whether ``tw.steps`` shows a tqdm bar: rank 0, a terminal or a notebook, not in CI."""
+        if not self.enabled or self.rank != 0 or self.progress is False:
+            return False
+        if self.progress is True:
+            return True
+        if os.environ.get("CI"):
+            return False
+        stderr = sys.stderr
+        return bool(getattr(stderr, "isatty", lambda: False)()) or _in_notebook()
+
+
+# -- the default run ---------------------------------------------------------------------------
+_default: Optional[Run] = None
+
+
+def init(logdir: Optional[str] = None, **options: Any) -> Run:
+    """Start the default run, closing an earlier one. Usable as ``with tw.init(...) as run:``."""
+    global _default
+    if _default is not None:
+        _default.close()
+    _default = None
+    _OUTSIDE_WARNED.clear()
+    _default = Run(logdir, **options)
+    return _default
+
+
+def current_run() -> Run:
+    """The default run; one with default options is started if ``tw.init`` was not called."""
+    if _default is None or _default.closed:
+        return init()
+    return _default
+
+
+def close() -> None:
+    """Flush and close the default run; safe to call twice."""
+    if _default is not None:
+        _default.close()
+
+
+def outside(verb: str) -> None:
+    if verb not in _OUTSIDE_WARNED:
+        _OUTSIDE_WARNED.add(verb)
+        warn(
+            f"torchwatch: {verb} was called outside a phase, so "
+            f"{'its values were dropped' if verb == 'tw.log' else 'nothing was recorded'}; "
+            "call it inside a @tw.watch_epoch function or a `with tw.phase(...)` block"
+        )
+
+
+def log(value: Any = None, /, *, n: Any = None, **metrics: Any) -> None:
+    """Record metrics into the innermost active phase; a positional value is named ``loss``."""
+    if ACTIVE:
+        ACTIVE[-1].log(value, n, metrics)
+    else:
+        outside("tw.log")

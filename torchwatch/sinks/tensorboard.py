@@ -1,0 +1,140 @@
+"""TensorBoard sink: one ``SummaryWriter`` per phase under ``<logdir>/<phase>/``.
+
+The same tag of ``train`` and ``val`` then overlays on one chart. Writers exist on rank 0 only
+and are created (and TensorBoard imported) when a phase first writes. They are handed Python
+floats, never tensors (``add_scalar`` on a tensor calls ``.cpu()``: a sync). A writer that fails
+(full disk, deleted logdir) warns once and is dropped; training and the other sinks go on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from ..values import warn
+
+__all__ = ["TensorBoardSink"]
+
+FLUSH_SECS = 10
+
+
+class TensorBoardSink:
+    def __init__(self, logdir: str) -> None:
+        self.logdir = logdir
+        self.writers: Dict[str, Any] = {}
+        self.failed = False
+        self.final: Dict[Tuple[str, str], float] = {}  # (phase, tag) -> last value, for hparams
+
+    def writer(self, phase: str) -> Optional[Any]:
+        """The phase's ``SummaryWriter``, created on first use; ``None`` after a failure."""
+        if self.failed:
+            return None
+        writer = self.writers.get(phase)
+        if writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(os.path.join(self.logdir, phase), flush_secs=FLUSH_SECS)
+            except Exception as error:
+                self._fail(error)
+                return None
+            self.writers[phase] = writer
+        return writer
+
+    def log(self, phase: str, scalars: Mapping[str, float], step: int) -> None:
+        writer = self.writer(phase)
+        if writer is None:
+            return
+        try:
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, step)
+        except Exception as error:
+            self._fail(error)
+            return
+        if phase != "":
+            for tag, value in scalars.items():
+                if tag.startswith("epoch/"):
+                    self.final[(phase, tag)] = value
+
+    def flush(self) -> None:
+        """Hand everything written so far to the OS."""
+        for writer in list(self.writers.values()):
+            try:
+                writer.flush()
+            except Exception as error:
+                self._fail(error)
+
+    def hparams(self, hparams: Mapping[str, Any]) -> None:
+        """HParams in ``<logdir>`` itself, with the final ``epoch/*`` metric of each phase."""
+        if self.failed or not hparams:
+            return
+        try:
+            writer = self.writer("")
+            if writer is None:
+                return
+            for summary in _hparams_summaries(hparams, sorted(self.final)):
+                writer.file_writer.add_summary(summary)
+        except Exception as error:
+            self._fail(error)
+
+    def close(self) -> None:
+        for writer in list(self.writers.values()):
+            try:
+                writer.close()
+            except Exception as error:
+                self._fail(error)
+        self.writers.clear()
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.failed:
+            self.failed = True
+            warn(
+                f"torchwatch: TensorBoard writing to {self.logdir!r} failed ({error!r}); "
+                "TensorBoard output is off for the rest of this run, training and the console "
+                "go on. Check the disk space and that the logdir still exists."
+            )
+
+
+def _hparams_summaries(hparams: Mapping[str, Any], metrics: Any) -> list:
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    infos, start = [], plugin_data_pb2.SessionStartInfo()
+    for name, value in hparams.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            start.hparams[name].bool_value = value
+            kind = "DATA_TYPE_BOOL"
+        elif isinstance(value, (int, float)):
+            start.hparams[name].number_value = float(value)
+            kind = "DATA_TYPE_FLOAT64"
+        else:
+            start.hparams[name].string_value = str(value)
+            kind = "DATA_TYPE_STRING"
+        infos.append(api_pb2.HParamInfo(name=name, type=api_pb2.DataType.Value(kind)))
+    experiment = api_pb2.Experiment(
+        hparam_infos=infos,
+        metric_infos=[
+            api_pb2.MetricInfo(
+                name=api_pb2.MetricName(group=phase, tag=tag), display_name=f"{phase}/{tag}"
+            )
+            for phase, tag in metrics
+        ],
+    )
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value("STATUS_SUCCESS"))
+
+    def summary(tag: str, **data: Any) -> Any:
+        content = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **data)
+        meta = SummaryMetadata(
+            plugin_data=SummaryMetadata.PluginData(
+                plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString()
+            )
+        )
+        return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
+
+    return [
+        summary(metadata.EXPERIMENT_TAG, experiment=experiment),
+        summary(metadata.SESSION_START_INFO_TAG, session_start_info=start),
+        summary(metadata.SESSION_END_INFO_TAG, session_end_info=end),
+    ]

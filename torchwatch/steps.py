@@ -1,0 +1,129 @@
+"""``tw.steps(loader)``: per-step timing, samples, progress bar and the global step, no syncs.
+
+Per item the host reads the clock twice (around ``next()``: the data wait), counts the samples
+of the batch from tensor metadata, bumps a few counters and, when a bar is shown, calls
+``update(1)``. Everything else (reductions, copies to the host, TensorBoard) happens once per
+``log_every`` steps, in ``Phase.close_interval``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any, Iterable, Iterator, Optional
+
+import torch
+
+from .phase import ACTIVE, Phase
+
+__all__ = ["first_tensor_rows", "steps"]
+
+
+def first_tensor_rows(batch: Any) -> Optional[int]:
+    """Dim 0 of the first tensor in a batch (nested tuples, lists, dicts); None if there is none."""
+    kind = type(batch)
+    if kind is torch.Tensor or isinstance(batch, torch.Tensor):
+        return len(batch) if batch.ndim else 1
+    if kind is tuple or kind is list or isinstance(batch, (tuple, list)):
+        for item in batch:
+            rows = first_tensor_rows(item)
+            if rows is not None:
+                return rows
+        return None
+    if isinstance(batch, Mapping):
+        for item in batch.values():
+            rows = first_tensor_rows(item)
+            if rows is not None:
+                return rows
+    return None
+
+
+class Steps:
+    """What ``tw.steps`` returns: iterate it once; ``len()`` works when the iterable has one."""
+
+    def __init__(self, iterable: Iterable, total: Optional[int], desc: Optional[str],
+                 batch_size: Optional[int]) -> None:
+        self.iterable = iterable
+        self.total = total
+        self.desc = desc
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return self.total if self.total is not None else len(self.iterable)  # type: ignore
+
+    def __iter__(self) -> Iterator:
+        phase = ACTIVE[-1] if ACTIVE else None
+        if phase is None:
+            from .run import outside
+
+            outside("tw.steps")
+            return iter(self.iterable)
+        if not phase.on:
+            return iter(self.iterable)
+        return _watched(phase, self)
+
+
+def steps(iterable: Iterable, *, total: Optional[int] = None, desc: Optional[str] = None,
+          batch_size: Optional[int] = None) -> Steps:
+    """Yield the items of ``iterable`` unchanged, timing and counting each step of the phase."""
+    for name, value in (("total", total), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0):
+            raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+    if desc is not None and not isinstance(desc, str):
+        raise TypeError(f"desc must be a str or None, got {desc!r}")
+    return Steps(iterable, total, desc, batch_size)
+
+
+def _bar(phase: Phase, spec: Steps) -> Any:
+    run = phase.run
+    if not run.bar_wanted():
+        return None
+    total = spec.total
+    if total is None:
+        try:
+            total = len(spec.iterable)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    from .run import _in_notebook
+    from .sinks.console import epoch_label
+
+    if _in_notebook():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    label = epoch_label(run.display_epoch(phase.epoch), run.total_epochs)
+    return tqdm(total=total, desc=spec.desc or f"{label} {phase.name}", leave=False,
+                mininterval=0.1, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+
+def _watched(phase: Phase, spec: Steps) -> Iterator:
+    clock = phase.run.clock
+    end_step = phase.end_step
+    fixed = spec.batch_size
+    bar = _bar(phase, spec)
+    outer_bar, phase.bar = phase.bar, bar
+    iterator = iter(spec.iterable)
+    try:
+        while True:
+            started = clock()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            wait = clock() - started
+            rows = fixed if fixed is not None else (first_tensor_rows(item) or 0)
+            phase.weight = float(rows) if rows else 1.0
+            phase.in_step = True
+            yield item
+            phase.in_step = False
+            phase.weight = 1.0
+            end_step(rows, wait)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        phase.in_step = False
+        phase.weight = 1.0
+        phase.bar = outer_bar
+        if bar is not None:
+            bar.close()
