@@ -17,9 +17,10 @@ os.environ.pop("TORCHWATCH_DISABLE", None)
 @pytest.fixture(autouse=True)
 def _fresh_default_run():
     """Every test starts and ends without a default run or an active phase."""
-    from torchwatch import phase as phase_module
-    from torchwatch import run as run_module
+    import sys
 
+    phase_module = sys.modules["torchwatch.phase"]  # tw.phase (the verb) shadows the module name
+    run_module = sys.modules["torchwatch.run"]
     yield
     run_module.close()
     run_module._default = None

@@ -152,7 +152,7 @@ def watch_step(
             if result is not None:
                 phase.log(result, None, {}, names, source)
             return result
-        rows = first_tensor_rows(args)
+        rows = first_tensor_rows(args) or 0
         phase.in_step = True
         phase.weight = float(rows) if rows else 1.0
         try:

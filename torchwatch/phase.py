@@ -270,7 +270,8 @@ class Phase:
 
             if is_distributed():
                 sums, time_s, samples, steps, wait = reduce_phase(
-                    sums, time_s, samples, steps, wait, self.source
+                    sums, time_s, samples, steps, wait, self.source,
+                    key=f"phase '{self.name}' epoch {self.epoch}",
                 )
         self.metrics = {k: (s / w if w else math.nan) for k, (s, w, _) in sums.items()}
         self.record = PhaseRecord(

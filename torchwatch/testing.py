@@ -7,14 +7,14 @@ Wrap a few steps of a training loop and look at what reached the host::
     with count_syncs() as syncs:
         for x, y in tw.steps(loader):
             ...
-    print(syncs)            # "3 syncs: 0 torchwatch, 3 user (item x3 at train.py:12 train_one_epoch)"
+    print(syncs)  # 3 syncs: 0 torchwatch, 3 user (item x3 at train.py:12 train_one_epoch)
     assert syncs.torchwatch == 0, syncs
 
-Each sync is a `SyncEvent(op, origin, where)`. ``origin`` is ``"torchwatch"`` when the code that
-made the call is in the torchwatch package and ``"user"`` otherwise; ``where`` is that code's
+Each sync is a `SyncEvent(op, origin, where, via)`. ``origin`` is ``"torchwatch"`` when the code
+that made the call is in the torchwatch package and ``"user"`` otherwise; ``where`` is that code's
 ``"file:line function"``. Frames of torch, the standard library and installed packages are looked
-through, so a sync that torchwatch causes inside tqdm still counts as torchwatch's, and one inside
-your ``@tw.watch_epoch`` function (which torchwatch calls) counts as yours.
+through (``via`` names the innermost of them), so a sync that torchwatch causes inside tqdm counts
+as torchwatch's, and one inside your ``@tw.watch_epoch`` function (which torchwatch calls) as yours.
 
 How syncs are seen:
 
@@ -26,15 +26,17 @@ How syncs are seen:
   into a CPU tensor from a non-CPU tensor unless ``non_blocking=True``. These are counted on CPU
   tensors too, where they cost nothing, so a CPU test proves a loop would not sync on a GPU.
 - When CUDA is in use, ``torch.cuda.set_sync_debug_mode("warn")`` is on during the block and its
-  warnings are captured (not shown), so syncs inside other ops (boolean masks, ``nonzero``,
-  ``backward`` of some ops, stream syncs) are counted too, once each.
+  warnings are captured (not shown), so syncs inside other ops (boolean masks, ``nonzero``, syncs
+  during ``backward``) are counted too, once each, named after the op (``"cuda sync"`` if none).
 
 Gaps: on CPU, ops whose output shape depends on the data (``t[mask]``, ``nonzero``, ``unique``)
 are not counted, since they sync only on a GPU; explicit ``torch.cuda.synchronize()`` and
 ``Event.synchronize()`` are never counted (torch does not report them); ops run in other threads
 are seen only through CUDA's warnings; warning filters changed inside a CUDA block are reset on
-exit. One block runs per thread at a time (nesting is fine). The mode adds a few microseconds per
-torch call: fine for tests and audits, not meant to stay on in production.
+exit. Conversely a CPU run counts reads of tensors that stay on the CPU even on a GPU: Adam's
+``.item()`` on its step counter shows up as ``item ... via torch/optim/optimizer.py``. One block
+runs per thread at a time (nesting is fine). The mode adds a few microseconds per torch call:
+fine for tests and audits, not meant to stay on in production.
 """
 
 from __future__ import annotations
@@ -69,13 +71,14 @@ _OPS = {**_READS, **_COPIES}
 _CUDA_SYNC_TEXT = "synchronizing CUDA operation"  # torch: "called a synchronizing CUDA operation"
 
 _OWN, _TORCHWATCH, _USER, _LIBRARY = "own", "torchwatch", "user", "library"
+_DISPATCH_CODE = torch.overrides.handle_torch_function.__code__  # called by Python-level ops
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 _THIS_FILE = os.path.abspath(__file__)
 _kinds: dict = {}  # co_filename -> (kind, display name)
 
 
 def _library_dirs():
-    """Map each directory of nobody's own code (torch, stdlib, installed packages) to its shown root."""
+    """Map each directory of library code (torch, stdlib, installed packages) to its shown root."""
     torch_dir = os.path.dirname(os.path.abspath(torch.__file__))
     roots = {torch_dir: os.path.dirname(torch_dir)}  # shown as torch/optim/adam.py
     for d in [p for k, p in sysconfig.get_paths().items() if k.endswith(("stdlib", "lib"))] + list(
@@ -121,6 +124,10 @@ def _attribute(frame):
     via = ""
     while frame is not None:
         code = frame.f_code
+        if code is _DISPATCH_CODE:  # torch's dispatch and the op's own body: the op, no caller
+            frame = frame.f_back
+            frame = frame.f_back if frame is not None else None
+            continue
         kind, name = _classify(code.co_filename)
         if kind != _OWN:
             where = f"{name}:{frame.f_lineno} {code.co_name}"
@@ -150,7 +157,7 @@ def _blocking_copy_to_host(func, args, kwargs):
 
 
 class SyncEvent(NamedTuple):
-    """One sync: what ran, whose code called it ("torchwatch" or "user"), where, and via which library.
+    """One sync: what ran, whose code called it ("torchwatch" or "user"), where, and via what.
 
     ``where`` is ``"file:line function"`` of that code; ``via`` is the innermost torch, standard
     library or installed-package frame when the op was called from one (``""`` otherwise).
@@ -197,7 +204,7 @@ class SyncCounter:
     """
 
     def __init__(self, *, cuda=None):
-        if cuda not in (None, True, False):
+        if cuda is not None and not isinstance(cuda, bool):
             raise TypeError(f"cuda must be None, True or False, got {cuda!r}")
         self.events: list = []
         self._want_cuda = cuda
@@ -265,7 +272,10 @@ class SyncCounter:
         def show(message, category, filename, lineno, file=None, line=None):
             if _CUDA_SYNC_TEXT not in str(message):
                 return previous_show(message, category, filename, lineno, file, line)
-            self._on_cuda_sync(sys._getframe(1))
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_filename == warnings.__file__:
+                frame = frame.f_back  # start at the code that made the sync, not at warnings.py
+            self._on_cuda_sync(frame)
             if getattr(previous_show, "_counts_syncs", False):  # an enclosing count_syncs
                 previous_show(message, category, filename, lineno, file, line)
 
@@ -278,7 +288,9 @@ class SyncCounter:
     def _on_cuda_sync(self, frame):
         """Count a sync CUDA reported, unless it is the op the mode is already counting."""
         mode = self._mode
-        running = mode.running if mode is not None and threading.get_ident() == self._thread else None
+        running = None
+        if mode is not None and threading.get_ident() == self._thread:
+            running = mode.running
         if running is not None and running[1]:
             return
         self._record(running[0].strip("_") if running else "cuda sync", frame)

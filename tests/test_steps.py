@@ -1,0 +1,261 @@
+"""tw.steps and @watch_step: timing split, samples, intervals, step scalars, bar, memory."""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+import textwrap
+
+import pytest
+import torch
+
+import torchwatch as tw
+
+from .conftest import read_scalars
+
+
+class FakeClock:
+    """A clock the test moves by hand, so the arithmetic of the figures can be checked exactly."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def timed_loader(clock, n, rows=8, wait=0.01):
+    for i in range(n):
+        clock.now += wait  # time spent inside next(): data wait
+        yield torch.full((rows, 2), float(i)), torch.zeros(rows)
+
+
+def test_figures_from_an_injected_clock(tmp_path, capsys):
+    """Data wait vs compute, samples/s, interval means and step numbers follow the clock exactly."""
+    clock = FakeClock()
+    run = tw.init(logdir=str(tmp_path), log_every=4, clock=clock, progress=False)
+    with tw.phase("train") as p:
+        for i, (x, y) in enumerate(tw.steps(timed_loader(clock, 10))):
+            clock.now += 0.03  # compute
+            tw.log(loss=torch.tensor(float(i)))
+    tw.close()
+    step = read_scalars(tmp_path / "train")
+    assert [s for s, _ in step["step/loss"]] == [4, 8, 10]
+    assert [v for _, v in step["step/loss"]] == pytest.approx([1.5, 5.5, 8.5])
+    assert [v for _, v in step["step/time_ms"]] == pytest.approx([40.0, 40.0, 40.0])
+    assert [v for _, v in step["step/samples_per_s"]] == pytest.approx([200.0] * 3)
+    assert [v for _, v in step["step/data_wait_frac"]] == pytest.approx([0.25] * 3)
+    assert step["epoch/time_s"] == [(0, pytest.approx(0.4))]
+    assert step["epoch/samples_per_s"] == [(0, pytest.approx(200.0))]
+    assert step["epoch/data_wait_frac"] == [(0, pytest.approx(0.25))]
+    assert p.metrics == pytest.approx({"loss": 4.5})
+    assert p.record.samples == 80 and p.record.steps == 10 and run.global_step == 10
+    line = capsys.readouterr().out.strip()
+    assert line.endswith("| 0.400s  200 samples/s  data 25%")
+
+
+def test_log_without_n_is_weighted_by_the_samples_of_the_step(tmp_path):
+    """Without n, a value logged in a step weighs as many samples as the step's batch."""
+    tw.init(tensorboard=False, console=False)
+    batches = [torch.zeros(2, 3), torch.zeros(6, 3)]
+    with tw.phase("val") as p:
+        for batch, value in zip(tw.steps(batches), (1.0, 3.0)):
+            tw.log(loss=value)
+    assert p.metrics["loss"] == pytest.approx((2 * 1.0 + 6 * 3.0) / 8)
+    assert p.record.samples == 8
+
+
+@pytest.mark.parametrize(
+    "batch, rows",
+    [
+        ((torch.zeros(5, 2), torch.zeros(5)), 5),
+        ([torch.zeros(3, 2)], 3),
+        ({"image": torch.zeros(4, 1), "label": torch.zeros(4)}, 4),
+        (("text", [torch.zeros(6)]), 6),
+        (torch.zeros(7, 1), 7),
+        (["no", "tensors"], 0),
+    ],
+)
+def test_samples_come_from_dim0_of_the_first_tensor(batch, rows):
+    """Samples are dim 0 of the first tensor found in tuples, lists and dicts."""
+    tw.init(tensorboard=False, console=False)
+    with tw.phase("val") as p:
+        for _ in tw.steps([batch, batch]):
+            pass
+    assert p.record.samples == 2 * rows and p.record.steps == 2
+
+
+def test_batch_size_and_len_less_iterables():
+    """batch_size overrides counting; generators without len() work and pass items unchanged."""
+    tw.init(tensorboard=False, console=False)
+    items = (i for i in range(5))
+    with tw.phase("val") as p:
+        seen = list(tw.steps(items, batch_size=32))
+    assert seen == [0, 1, 2, 3, 4]
+    assert p.record.samples == 160 and p.record.steps == 5
+    assert len(tw.steps([1, 2, 3])) == 3 and len(tw.steps(iter([]), total=9)) == 9
+
+
+def test_steps_over_a_dataloader_yield_batches_unchanged():
+    """A real DataLoader's batches come through as they are, counted by their rows."""
+    data = torch.utils.data.TensorDataset(torch.arange(10.0).unsqueeze(1), torch.arange(10))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    tw.init(tensorboard=False, console=False)
+    with tw.phase("train") as p:
+        got = [y.tolist() for _, y in tw.steps(loader)]
+    assert got == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert p.record.samples == 10 and p.record.global_step == 3
+
+
+def test_global_step_advances_only_in_train_phases(tmp_path):
+    """Train steps advance the global step; val steps do not, and nested val writes at it."""
+    run = tw.init(logdir=str(tmp_path), console=False, log_every=2)
+    for _ in range(2):
+        with tw.phase("train"):
+            for _ in tw.steps(range(3)):
+                tw.log(loss=1.0)
+        with tw.phase("val"):
+            for _ in tw.steps(range(4)):
+                tw.log(loss=2.0)
+    assert run.global_step == 6
+    tw.close()
+    train = read_scalars(tmp_path / "train")
+    assert [s for s, _ in train["step/loss"]] == [2, 3, 5, 6]  # k counted from 1 per phase
+    assert "step/loss" not in read_scalars(tmp_path / "val")
+
+
+def test_watch_step_counts_each_call_once(tmp_path):
+    """@watch_step makes each call a step, weighted by its batch, not counted twice in tw.steps."""
+    run = tw.init(logdir=str(tmp_path), console=False, log_every=2)
+
+    @tw.watch_step
+    def train_step(x):
+        return {"loss": x.sum() / len(x)}
+
+    with tw.phase("train") as p:
+        for rows in (1, 3, 4):
+            train_step(torch.ones(rows, 2))
+    assert p.record.steps == 3 and p.record.samples == 8 and run.global_step == 3
+    assert p.metrics == pytest.approx({"loss": 2.0})
+    with tw.phase("train") as q:
+        for x in tw.steps([torch.ones(2, 2)] * 3):
+            train_step(x)
+    assert q.record.steps == 3 and run.global_step == 6
+    tw.close()
+    assert [s for s, _ in read_scalars(tmp_path / "train")["step/loss"]] == [2, 3, 5, 6]
+
+
+def test_watch_step_names_and_outside_a_phase():
+    """@watch_step(names=...) names a returned tuple; outside a phase it passes through, warning."""
+    tw.init(tensorboard=False, console=False)
+
+    @tw.watch_step(names=("loss", "acc"))
+    def step(v):
+        return v, 0.5
+
+    with pytest.warns(tw.TorchwatchWarning, match="@watch_step was called outside a phase"):
+        assert step(1.0) == (1.0, 0.5)
+    with tw.phase("train") as p:
+        step(1.0)
+        step(3.0)
+    assert p.metrics == pytest.approx({"loss": 2.0, "acc": 0.5})
+
+
+def test_memory_stays_bounded_however_long_the_phase():
+    """The tensors torchwatch holds after 5,000 logged steps are as many as after 500."""
+
+    def live_tensors():
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
+    tw.init(tensorboard=False, console=False, log_every=50)
+    counts = []
+    with tw.phase("train"):
+        steps = iter(tw.steps(range(5000)))
+        for n in (500, 5000):
+            while True:
+                i = next(steps, None)
+                tw.log(loss=torch.tensor(1.0), acc=torch.tensor(0.5))
+                if i is None or i + 1 >= n:
+                    break
+            counts.append(live_tensors())
+    assert counts[1] <= counts[0]
+
+
+def test_long_phase_without_steps_folds_buffers_on_the_device():
+    """Thousands of tw.log calls outside tw.steps keep a bounded buffer and the exact mean."""
+    from torchwatch.accumulate import FOLD_AT
+
+    tw.init(tensorboard=False, console=False)
+    with tw.phase("val") as p:
+        for i in range(3 * FOLD_AT + 7):
+            tw.log(loss=torch.tensor(float(i % 10)), n=1 + i % 2)
+        assert p.acc.buffered < FOLD_AT
+    total = sum((i % 10) * (1 + i % 2) for i in range(3 * FOLD_AT + 7))
+    weight = sum(1 + i % 2 for i in range(3 * FOLD_AT + 7))
+    assert p.metrics["loss"] == pytest.approx(total / weight)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import time, torch, torchwatch as tw
+    tw.init(logdir={logdir!r}, total_epochs=1)
+    with tw.phase("train"):
+        for x in tw.steps(range(30)):
+            time.sleep(0.01)
+            tw.log(loss=torch.tensor(0.5))
+    tw.close()
+    """
+)
+
+
+def _run_script(tmp_path, stderr_tty):
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    script = tmp_path / "loop.py"
+    script.write_text(SCRIPT.format(logdir=str(tmp_path / "runs")))
+    if not stderr_tty:
+        with open(tmp_path / "err.txt", "w") as err:
+            out = subprocess.run([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                 stderr=err, env=env, timeout=120, text=True).stdout
+        return out, (tmp_path / "err.txt").read_text()
+    main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=secondary, env=env, text=True)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = proc.communicate(timeout=120)[0]
+    os.close(main)
+    return out, b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_shows_on_a_terminal_only(tmp_path):
+    """progress="auto" draws a tqdm bar when stderr is a terminal and nothing into a file."""
+    out, err = _run_script(tmp_path, stderr_tty=True)
+    assert "30/30" in err or "step/s" in err
+    assert "Epoch [1/1] train  loss 0.5000" in out
+    out, err = _run_script(tmp_path, stderr_tty=False)
+    assert "step/s" not in err and "%|" not in err
+    assert "Epoch [1/1] train  loss 0.5000" in out
+
+
+def test_progress_never_with_ci_set(monkeypatch):
+    """With CI set, progress="auto" shows no bar even on a terminal; progress=True forces one."""
+    monkeypatch.setenv("CI", "true")
+    assert tw.Run(tensorboard=False).bar_wanted() is False
+    assert tw.Run(tensorboard=False, progress=True).bar_wanted() is True
+    assert tw.Run(tensorboard=False, progress=False).bar_wanted() is False
