@@ -253,12 +253,13 @@ class Phase:
 
     # -- the end -------------------------------------------------------------------------------
     def _finish(self) -> None:
+        # the end is marked before the copy is queued, so waiting for the copy completes it
+        end = Marker(self.run.clock, self.cuda)
         extra = {k: v for k, v in self.returned.items() if isinstance(v, torch.Tensor)}
         self.close_interval(extra)
         extras: Dict[str, float] = {}
         for interval in self.acc.drain():  # the one sync a phase may make
             extras.update(self._arrived(interval))
-        end = Marker(self.run.clock, self.cuda)
         time_s = end.seconds_since(self.start)
         sums = {k: list(v) for k, v in self.totals.items()}
         for name, value in self.returned.items():

@@ -113,11 +113,9 @@ def summarize(logdir: str) -> list[dict]:
 
 def format_value(value: float | None) -> str:
     """4 significant digits like the console (`0.4120`, `1234`, `1.000e-03`); `""` for `None`."""
-    if value is None:
-        return ""
-    if value != 0 and math.isfinite(value) and abs(value) < 1e-2:
-        return f"{value:.3e}"
-    return f"{value:#.4g}".rstrip(".")
+    from .sinks.console import format_value as console_format
+
+    return "" if value is None else console_format(value)
 
 
 def _exact(value):
