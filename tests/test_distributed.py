@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import pytest
 WORLD = 2
 HARD_TIMEOUT_S = 60.0  # the whole launch; each scenario takes a few seconds
 PG_TIMEOUT_S = 8.0  # a collective left without its partner fails after this, never hangs
+SHORT_PG_TIMEOUT_S = 2.0  # for the scenario that waits for that timeout on purpose
 
 
 # -- the launcher (runs in pytest) -----------------------------------------------------------------
@@ -74,12 +74,12 @@ def record_dict(record):
 
 
 # -- the scenarios (run in each rank's process) ----------------------------------------------------
-def start_group(tmp):
+def start_group(tmp, timeout_s=PG_TIMEOUT_S):
     import torch.distributed as dist
 
     dist.init_process_group(
         "gloo", init_method=f"file://{tmp}/store", rank=int(os.environ["RANK"]),
-        world_size=WORLD, timeout=datetime.timedelta(seconds=PG_TIMEOUT_S),
+        world_size=WORLD, timeout=datetime.timedelta(seconds=timeout_s),
     )
     return dist.get_rank()
 
@@ -152,7 +152,10 @@ def scenario_loop(tmp):
         with tw.phase("wide") as p:  # more metrics than the fixed-size exchange carries
             tw.log(n=1 + rank, **{f"m{i:02d}": float(i + rank) for i in range(40)})
         out["wide"] = p.metrics
-    out["warnings"] = [str(w.message) for w in caught if "torchwatch" in str(w.message)]
+        with tw.phase("edge") as p:  # inf on one rank, -inf on the other: NaN, not a crash
+            tw.log(inf=float("inf") if rank == 0 else float("-inf"), fine=1.0)
+        out["edge"] = {k: repr(v) for k, v in p.metrics.items()}
+    out["warnings"] = [str(w.message) for w in caught if "only some ranks" in str(w.message)]
     out["history"] = [record_dict(r) for r in run.history]
     tw.close()
     dist.destroy_process_group()
@@ -165,14 +168,15 @@ def slow(items, wait_s):
         yield item
 
 
-def scenario_raise_and_exit(tmp):
-    """Rank 1 raises inside a phase and its process ends; rank 0 finishes the phase."""
+def scenario_raise_and_exit(tmp, stay=False):
+    """Rank 1 raises inside a phase and its process ends (or, with ``stay``, lives on without
+    joining any collective); rank 0 finishes the phase."""
     import torch
     from torch import nn
 
     import torchwatch as tw
 
-    rank = start_group(tmp)
+    rank = start_group(tmp, timeout_s=SHORT_PG_TIMEOUT_S if stay else PG_TIMEOUT_S)
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
     run = tw.init(logdir=f"{tmp}/runs", model=model, progress=False)
     out = {"error": None}
@@ -189,6 +193,10 @@ def scenario_raise_and_exit(tmp):
     out["seconds"] = time.monotonic() - started
     out["history"] = len(run.history)
     out["training_after"] = model.training
+    if stay and rank == 1:  # alive, but in no collective, until rank 0 has its answer
+        deadline = time.monotonic() + 3 * SHORT_PG_TIMEOUT_S
+        while not (Path(tmp) / "result_0.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     return out  # no destroy_process_group: rank 1's process simply ends, as on a crash
 
 
@@ -199,7 +207,7 @@ def scenario_raise_and_go_on(tmp):
     import torchwatch as tw
 
     rank = start_group(tmp)
-    run = tw.init(logdir=f"{tmp}/runs", progress=False)
+    run = tw.init(logdir=f"{tmp}/runs", model=torch.nn.Linear(1, 1), progress=False)
     errors = []
     for epoch in range(2):
         try:
@@ -215,6 +223,7 @@ def scenario_raise_and_go_on(tmp):
 
 
 SCENARIOS = {"loop": scenario_loop, "raise_and_exit": scenario_raise_and_exit,
+             "raise_and_stay": lambda tmp: scenario_raise_and_exit(tmp, stay=True),
              "raise_and_go_on": scenario_raise_and_go_on}
 
 
@@ -255,7 +264,7 @@ def expected_epoch_means(loop):
 
 
 def test_ranks_agree_on_where_they_are(loop):
-    """tw.init before init_process_group takes the rank from RANK; collectives run on CPU for gloo."""
+    """tw.init before init_process_group takes the rank from RANK; gloo collectives use the CPU."""
     assert [r["rank_at_init"] for r in loop["results"]] == [0, 1]
     assert [r["device"] for r in loop["results"]] == ["cpu", "cpu"]
 
@@ -273,16 +282,17 @@ def test_reduced_values_are_the_global_means_on_every_rank(loop):
             assert h["steps"] == 3
         # val: acc 0.5 with weight 1 on rank 0, 0.75 with weight 2 on rank 1
         assert result["val"] == {"acc": pytest.approx((0.5 + 2 * 0.75) / 3)}
-    # the ranks' lo-precision losses differ, so a rank-local value would not pass the check above
-    local = [sum(v * n for v, n in r["steps"][:3]) / 10 for r in loop["results"][:1]]
-    assert local[0] != pytest.approx(expected[0][0], rel=1e-3)
+    # the ranks' losses differ, so a rank-local mean could not pass the checks above
+    rank0 = loop["results"][0]["steps"][:3]
+    assert sum(v * n for v, n in rank0) / 10 != pytest.approx(expected[0][0], rel=1e-3)
 
 
 def test_history_is_identical_on_every_rank(loop):
-    """Every reduced record (times included) is the same on both ranks; the reduce=False one is not."""
+    """Each reduced record, times included, is identical on both ranks; reduce=False ones differ."""
     histories = [[h for h in r["history"] if h["phase"] != "test"] for r in loop["results"]]
     assert histories[0] == histories[1]
-    assert [h["phase"] for h in histories[0]] == ["train", "val", "train", "val", "probe", "wide"]
+    assert [h["phase"] for h in histories[0]] == [
+        "train", "val", "train", "val", "probe", "wide", "edge"]
     zero, one = loop["results"]
     assert [h["phase"] for h in zero["history"]].count("test") == 2
     assert [h["phase"] for h in one["history"]].count("test") == 0
@@ -303,7 +313,7 @@ def test_time_and_data_wait_are_the_slowest_ranks(loop, scalars):
 
 
 def test_metric_logged_by_one_rank_is_unioned_with_a_warning(loop):
-    """A metric only rank 1 logs is kept (its own mean) on both ranks, and rank 0 warns naming it."""
+    """A metric only rank 1 logs is kept (its own mean) on both ranks; rank 0 warns, naming it."""
     for result in loop["results"]:
         # rank 0: two steps of common=1 weighted 1; rank 1: three steps of common=2 weighted 2
         assert result["probe"] == {"common": pytest.approx((2 * 1 * 1 + 3 * 2 * 2) / (2 + 6)),
@@ -323,6 +333,12 @@ def test_many_metrics_take_the_second_exchange_without_a_warning(loop):
     assert not [w for w in loop["results"][0]["warnings"] if "wide" in w]
 
 
+def test_opposite_infinities_on_two_ranks_reduce_to_nan(loop):
+    """inf on one rank and -inf on the other give NaN on both, and the other metrics are intact."""
+    for result in loop["results"]:
+        assert result["edge"] == {"fine": "1.0", "inf": "nan"}
+
+
 def test_only_rank_zero_writes_event_files_with_the_reduced_values(loop, scalars):
     """Exactly one event file per phase, all written by rank 0, holding the reduced values."""
     runs = loop["tmp"] / "runs"
@@ -331,7 +347,7 @@ def test_only_rank_zero_writes_event_files_with_the_reduced_values(loop, scalars
     assert files and all(f".{pid0}." in f.name for f in files)
     assert not any(f".{pid1}." in f.name for f in files)
     folders = [f.parent.name for f in files if f.parent != runs]
-    assert sorted(folders) == ["probe", "test", "train", "val", "wide"]
+    assert sorted(folders) == ["edge", "probe", "test", "train", "val", "wide"]
     train = scalars(runs / "train")
     expected = expected_epoch_means(loop)
     assert [s for s, _ in train["epoch/batch_loss"]] == [0, 1]
@@ -360,18 +376,22 @@ def test_ddp_wrapped_model_modes_reach_the_wrapped_module(loop):
         assert result["modes"]["after_val"] == [True, True, True]
 
 
-def test_exception_on_one_rank_runs_no_collective_and_the_other_fails_not_hangs(tmp_path):
+@pytest.mark.parametrize("scenario", ["raise_and_exit", "raise_and_stay"])
+def test_exception_on_one_rank_runs_no_collective_and_the_other_fails_not_hangs(
+        scenario, tmp_path):
     """The raising rank's phase runs no reduction and re-raises as is; the other rank's reduction
-    fails with torchwatch's explanation within the group's timeout instead of hanging."""
-    (zero, one), outs, errs = launch("raise_and_exit", tmp_path)
+    fails with torchwatch's explanation, at once when the raising process ends, or at the
+    process group's timeout while it lives on, instead of hanging."""
+    (zero, one), outs, errs = launch(scenario, tmp_path)
     assert one["error"]["type"] == "ValueError" and one["error"]["text"] == "boom on rank 1"
     assert one["history"] == 0 and one["training_after"] is True
     assert zero["error"] is not None, "rank 0's reduction completed: rank 1 must have joined it"
     assert any("reduction at the end of phase 'train' did not complete" in n
                for n in zero["error"]["notes"])
-    assert zero["seconds"] < PG_TIMEOUT_S + 5
+    limit = SHORT_PG_TIMEOUT_S if scenario == "raise_and_stay" else PG_TIMEOUT_S
+    assert zero["seconds"] < limit + 5
     assert zero["history"] == 0 and zero["training_after"] is True
-    assert "interrupted after 1 steps" not in outs[1]  # rank 1 prints nothing
+    assert outs == ["", ""]  # rank 0's phase wrote no line; rank 1 prints nothing
 
 
 def test_ranks_ending_different_phases_raise_instead_of_mixing_them(tmp_path):
@@ -384,7 +404,33 @@ def test_ranks_ending_different_phases_raise_instead_of_mixing_them(tmp_path):
         assert mismatch["type"] == "RuntimeError"
         assert "rank 0 phase 'train' epoch 0; rank 1 phase 'train' epoch 1" in mismatch["text"]
         assert result["history"] == 0
-    assert "Epoch" not in outs[0].replace("interrupted", "")
+    assert outs == ["", ""]  # neither phase end wrote a line
+
+
+def test_torchrun_example_prints_each_line_once_and_writes_one_set_of_event_files(tmp_path):
+    """examples/ddp_train.py under `torchrun --nproc_per_node=2` prints one line per phase and
+    epoch and leaves one event file per phase, all from one process."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "ddp_train.py"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHWATCH_DISABLE")}
+    env["CI"] = "1"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc_per_node=2", str(example), "--epochs", "2", "--logdir",
+             str(tmp_path / "runs")],
+            cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=HARD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as timeout:  # run() has killed torchrun already
+        pytest.fail(f"torchrun hung past {HARD_TIMEOUT_S}s:\n{timeout.stderr}")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("Epoch")]
+    assert [line.split("  ")[0] for line in lines] == [
+        f"Epoch [{e}/2] {phase}" for e in (1, 2) for phase in ("train", "val", "sample")
+    ]
+    files = sorted((tmp_path / "runs").rglob("events.out.tfevents.*"))
+    assert sorted(f.parent.name for f in files) == ["sample", "train", "val"]
+    assert len({f.name.split(".")[-2] for f in files}) == 1  # one writer process (the pid)
 
 
 def test_rank_from_environment_gates_sinks_before_any_process_group(tmp_path, monkeypatch, capsys):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
@@ -78,14 +78,26 @@ def collective_device() -> torch.device:
 
 
 def _explain(error: BaseException, where: str) -> None:
-    note = getattr(error, "add_note", None)
-    if note is not None:
-        note(
-            f"torchwatch: the reduction at the end of {where} did not complete on every rank. "
-            "Every rank must finish a reduced phase: a rank that leaves it by an exception "
-            "runs no reduction (let the exception end that rank's process, as torchrun then "
-            "stops the job), and a phase only some ranks run needs reduce=False."
-        )
+    """Add what a failed reduction means to the collective's own error (a warning before 3.11)."""
+    note = (
+        f"torchwatch: the reduction at the end of {where} did not complete on every rank. "
+        "Every rank must finish a reduced phase: a rank that leaves it by an exception "
+        "runs no reduction (let the exception end that rank's process, as torchrun then "
+        "stops the job), and a phase only some ranks run needs reduce=False."
+    )
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)
+    else:  # pragma: no cover - Python < 3.11
+        warn(note)
+
+
+def _total(values: List[float]) -> float:
+    """The exact sum, in the same order on every rank; inf + -inf is NaN, not an error."""
+    try:
+        return math.fsum(values)
+    except (ValueError, OverflowError):
+        return sum(values)
 
 
 def _gather_rows(row: List[float], where: str) -> List[List[float]]:
@@ -137,13 +149,13 @@ def reduce_phase(
     slowest = max(range(len(table)), key=lambda r: table[r][_TIME])  # the first on ties
     time_s = table[slowest][_TIME]
     data_wait_s = table[slowest][_WAIT]
-    samples = int(round(math.fsum(r[_SAMPLES] for r in table)))
+    samples = int(round(_total([r[_SAMPLES] for r in table])))
     steps = int(max(r[_STEPS] for r in table))
 
     same = all(r[_KEY] == row[_KEY] and r[_NAMES] == row[_NAMES] for r in table)
     if same and len(names) <= MAX_PACKED:
         reduced = {
-            name: [math.fsum(r[_HEADER + 3 * i + j] for r in table) for j in range(3)]
+            name: [_total([r[_HEADER + 3 * i + j] for r in table]) for j in range(3)]
             for i, name in enumerate(names)
         }
         return reduced, time_s, samples, steps, data_wait_s
@@ -170,21 +182,16 @@ def _union(per_rank: Sequence[Sums], where: str) -> Sums:
     partial: List[str] = []
     for name in names:
         have = [s[name] for s in per_rank if name in s]
-        reduced[name] = [math.fsum(v[j] for v in have) for j in range(3)]
+        reduced[name] = [_total([v[j] for v in have]) for j in range(3)]
         if len(have) < len(per_rank):
             ranks = ", ".join(str(r) for r, s in enumerate(per_rank) if name in s)
             partial.append(f"'{name}' (rank{'s' if len(have) > 1 else ''} {ranks})")
-    if partial and torch.distributed.get_rank() == 0:
-        _once((where, tuple(partial)), partial, where)
+    key = (where, tuple(partial))
+    if partial and torch.distributed.get_rank() == 0 and key not in _WARNED:
+        _WARNED.add(key)  # once per phase and set of metrics: the job-level warning of rank 0
+        warn(
+            f"torchwatch: {where} has metrics that only some ranks logged: "
+            f"{', '.join(partial)}; each is averaged over the ranks that logged it. Log the "
+            "same metrics on every rank, or pass reduce=False to a phase only some ranks run"
+        )
     return reduced
-
-
-def _once(key: Optional[tuple], partial: List[str], where: str) -> None:
-    if key in _WARNED:
-        return
-    _WARNED.add(key)
-    warn(
-        f"torchwatch: {where} has metrics that only some ranks logged: {', '.join(partial)}; "
-        "each is averaged over the ranks that logged it. Log the same metrics on every rank, "
-        "or pass reduce=False to a phase only some ranks run"
-    )

@@ -8,12 +8,14 @@ normal or by exception, it restores them exactly and never swallows the exceptio
 from __future__ import annotations
 
 import math
+import numbers
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from .accumulate import Accumulator, Interval
 from .clocks import Marker, cuda_in_use
+from .dynamo import prepare_if_loaded
 from .values import flatten, scalar
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,6 +25,7 @@ __all__ = ["Phase", "PhaseRecord", "active_phase"]
 
 # Every active phase of every run, innermost last: where tw.log and tw.steps record.
 ACTIVE: List["Phase"] = []
+LOSS_SCALE = "amp/scale"  # the GradScaler's scale: an extra value of train intervals
 
 
 def active_phase() -> Optional["Phase"]:
@@ -109,6 +112,7 @@ class Phase:
                 model.train()
         if self.on:
             run = self.run
+            prepare_if_loaded()  # for tw.log inside torch.compile'd code (see dynamo.py)
             self.nested = bool(run.stack)
             self.epoch = run.begin_epoch(self)
             self.acc = Accumulator()
@@ -151,10 +155,10 @@ class Phase:
             return
         if n is None:
             weight = self.weight
-        elif isinstance(n, torch.Tensor):
-            weight = n.detach()
+        elif type(n) is int or type(n) is float:
+            weight = float(n) if -1e300 < n < 1e300 else self._weight(n, source)
         else:
-            weight = float(n)
+            weight = self._weight(n, source)
         add = self.acc.add
         if value is not None:
             if type(value) is torch.Tensor and value.numel() == 1 and names is None:
@@ -174,13 +178,33 @@ class Phase:
                     add(name, item if not item.dim() else item.reshape(()), weight)
                     continue
             elif type(item) is float or type(item) is int:
-                add(name, float(item), weight)
-                continue
+                try:
+                    add(name, float(item), weight)
+                    continue
+                except OverflowError:  # an int beyond float range, explained by scalar()
+                    pass
             good, fix = scalar(item)
             if fix is None:
                 add(name, good, weight)
             else:
                 self._bad(name, item, fix, source)
+
+    def _weight(self, n: Any, source: Optional[str]) -> Any:
+        """``n=`` as a weight (a real number or one-element tensor); else the default, reported."""
+        try:
+            if isinstance(n, torch.Tensor):
+                if n.numel() == 1 and not n.dtype.is_complex:
+                    return n.detach().reshape(())  # shape (1,) would broadcast in the sums
+            elif isinstance(n, numbers.Real):
+                return float(n)
+        except OverflowError:
+            pass
+        from .values import describe
+
+        where = source or f"logged in {self.source}"
+        self.run.report("n", f"n= {where}: got {describe(n)}; pass the number of samples as an "
+                             "int, a float or a one-element tensor (the default weight was used)")
+        return self.weight
 
     def _bad(self, name: str, item: Any, fix: str, source: Optional[str]) -> None:
         from .values import describe
@@ -223,9 +247,15 @@ class Phase:
                 self.interval_samples, self.interval_wait, self.interval_start,
                 Marker(self.run.clock, self.cuda), self.run.learning_rates(),
             )
+        closing = extra is not None  # the phase's last interval: _finish drains it
+        scale = None
+        if info is not None and self.is_train and not self.nested:
+            scale = self.run.loss_scale()
+        if scale is not None:  # the scale tensor rides the interval's one copy: no sync
+            extra = {**(extra or {}), LOSS_SCALE: scale}
         self.acc.close(info, extra)
         self._open_interval()
-        if extra is None:
+        if not closing:
             for interval in self.acc.ready():
                 self._arrived(interval)
 
@@ -240,8 +270,9 @@ class Phase:
             into[2] += nonfinite
             if total:
                 means[name] = wsum / total
+        scale = extras.pop(LOSS_SCALE, None)
         if info is not None and self.is_train and not self.nested:
-            self.run.write_interval(self, means, info)
+            self.run.write_interval(self, means, info, scale)
         if self.bar is not None and means:
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
         for name, (_, _, nonfinite) in sums.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import importlib.util
 import math
 import os
 import socket
@@ -18,8 +19,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import torch
 
-from . import distributed
+from . import distributed, signals
 from .clocks import host_clock
+from .dynamo import is_compiling, log_outside_graph
 from .phase import ACTIVE, IntervalInfo, Phase, PhaseRecord
 from .sinks.console import ConsoleSink, epoch_label, phase_line
 from .values import NonFiniteError, reporter, warn
@@ -114,9 +116,13 @@ class Run:
         strict: bool = False,
         on_nan: str = "warn",
         enabled: bool = True,
+        scaler: Any = None,
+        histograms: Optional[int] = None,
         clock: Optional[Callable[[], float]] = None,
     ) -> None:
         self.models = _as_models(model, "model")
+        self.model_names = {id(m): str(k) for k, m in model.items()} if isinstance(
+            model, Mapping) else {}
         self.optimizers = _as_optimizers(optimizer)
         if total_epochs is not None and (
             isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < 1
@@ -134,6 +140,16 @@ class Run:
             raise TypeError(f"logdir must be a str or path, got {logdir!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
+        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+            raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got {scaler!r:.80}")
+        if histograms is not None and (
+            isinstance(histograms, bool) or not isinstance(histograms, int) or histograms < 1
+        ):
+            raise ValueError(
+                f"histograms must be a positive int (every N epochs) or None, got {histograms!r}"
+            )
+        self.scaler = scaler
+        self.histograms = histograms
         self.total_epochs = total_epochs
         self.log_every = log_every
         self.progress = progress
@@ -166,6 +182,8 @@ class Run:
         self.closed = False
         ref = weakref.ref(self)
         atexit.register(lambda: ref() is not None and ref().close())
+        if self.enabled:
+            signals.install(self)  # SIGTERM / Ctrl-C flush the writers first
 
     # -- context manager -----------------------------------------------------------------------
     def __enter__(self) -> "Run":
@@ -206,11 +224,24 @@ class Run:
         """The ``SummaryWriter`` of ``phase`` (for images, text, ...); ``None`` off rank 0."""
         return self.tensorboard.writer(phase) if self.tensorboard is not None else None
 
+    def state_dict(self) -> Dict[str, Any]:
+        """The epoch and step counters, for a checkpoint (see ``torchwatch.resume``)."""
+        from .resume import state_dict
+
+        return state_dict(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint: counters restored, TensorBoard points past it purged."""
+        from .resume import load_state_dict
+
+        load_state_dict(self, state)
+
     def close(self) -> None:
         """Flush and close every writer; safe to call twice."""
         if self.closed:
             return
         self.closed = True
+        signals.uninstall(self)
         if self.tensorboard is not None:
             self.tensorboard.hparams(self.hparams)
             self.tensorboard.flush()
@@ -289,8 +320,17 @@ class Run:
                     rates[base if len(groups) == 1 else f"{base}_{i}"] = float(lr)
         return rates
 
-    def write_interval(self, phase: Phase, means: Dict[str, float], info: IntervalInfo) -> None:
-        """The ``step/*`` scalars of one interval of a train phase."""
+    def loss_scale(self) -> Optional[torch.Tensor]:
+        """The ``scaler``'s scale as the tensor it keeps on its device (reading it would sync)."""
+        scaler = self.scaler
+        if scaler is None or not scaler.is_enabled():
+            return None
+        scale = getattr(scaler, "_scale", None)  # None until the first scaler.scale(loss)
+        return scale if isinstance(scale, torch.Tensor) else None
+
+    def write_interval(self, phase: Phase, means: Dict[str, float], info: IntervalInfo,
+                       loss_scale: Optional[float] = None) -> None:
+        """The ``step/*`` scalars of one interval of a train phase, and ``amp/scale``."""
         if self.tensorboard is None:
             return
         seconds = info.end.seconds_since(info.start)
@@ -303,6 +343,8 @@ class Run:
         if phase.cuda:
             scalars["step/memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
             torch.cuda.reset_peak_memory_stats()
+        if loss_scale is not None:
+            scalars["amp/scale"] = loss_scale
         self.tensorboard.log(phase.name, scalars, info.last_step)
 
     def phase_done(self, phase: Phase, time_s: float, data_wait_s: float) -> None:
@@ -327,6 +369,10 @@ class Run:
                     tags["epoch/data_wait_frac"] = wait
                 step = record.epoch
             self.tensorboard.log(phase.name, tags, step)
+            if self.histograms is not None and phase.is_train and not phase.nested:
+                from .histograms import write_histograms
+
+                write_histograms(self, phase)
             self.tensorboard.flush()  # on disk before the line that reports it
         if self.console is not None:
             label = epoch_label(self.display_epoch(record.epoch), self.total_epochs)
@@ -365,7 +411,9 @@ class Run:
         if os.environ.get("CI"):
             return False
         stderr = sys.stderr
-        return bool(getattr(stderr, "isatty", lambda: False)()) or _in_notebook()
+        if _in_notebook():  # tqdm's widget needs ipywidgets; its text fallback prints escapes
+            return importlib.util.find_spec("ipywidgets") is not None
+        return bool(getattr(stderr, "isatty", lambda: False)())
 
 
 # -- the default run ---------------------------------------------------------------------------
@@ -408,6 +456,8 @@ def outside(verb: str) -> None:
 
 def log(value: Any = None, /, *, n: Any = None, **metrics: Any) -> None:
     """Record metrics into the innermost active phase; a positional value is named ``loss``."""
+    if is_compiling():  # traced by torch.compile: break the graph, log eagerly (see dynamo.py)
+        return log_outside_graph(value, n, metrics)
     if ACTIVE:
         ACTIVE[-1].log(value, n, metrics)
     else:

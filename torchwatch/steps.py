@@ -42,11 +42,12 @@ class Steps:
     """What ``tw.steps`` returns: iterate it once; ``len()`` works when the iterable has one."""
 
     def __init__(self, iterable: Iterable, total: Optional[int], desc: Optional[str],
-                 batch_size: Optional[int]) -> None:
+                 batch_size: Optional[int], accumulate: int = 1) -> None:
         self.iterable = iterable
         self.total = total
         self.desc = desc
         self.batch_size = batch_size
+        self.accumulate = accumulate  # items per step: micro-batches of one optimizer step
 
     def __len__(self) -> int:
         return self.total if self.total is not None else len(self.iterable)  # type: ignore
@@ -60,19 +61,26 @@ class Steps:
             return iter(self.iterable)
         if not phase.on:
             return iter(self.iterable)
-        return _watched(phase, self)
+        return _watched(phase, self) if self.accumulate == 1 else _accumulating(phase, self)
 
 
 def steps(iterable: Iterable, *, total: Optional[int] = None, desc: Optional[str] = None,
-          batch_size: Optional[int] = None) -> Steps:
-    """Yield the items of ``iterable`` unchanged, timing and counting each step of the phase."""
+          batch_size: Optional[int] = None, accumulate: int = 1) -> Steps:
+    """Yield the items of ``iterable`` unchanged, timing and counting each step of the phase.
+
+    ``accumulate=k`` (gradient accumulation): every k items are one step, an optimizer step, in
+    the global step, ``log_every`` and the ``step/*`` scalars; their samples add up. A last group
+    of fewer than k items counts as one more step.
+    """
+    if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+        raise ValueError(f"accumulate must be a positive int (items per step), got {accumulate!r}")
     for name, value in (("total", total), ("batch_size", batch_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 0):
             raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
     if desc is not None and not isinstance(desc, str):
         raise TypeError(f"desc must be a str or None, got {desc!r}")
-    return Steps(iterable, total, desc, batch_size)
+    return Steps(iterable, total, desc, batch_size, accumulate)
 
 
 def _bar(phase: Phase, spec: Steps) -> Any:
@@ -85,6 +93,8 @@ def _bar(phase: Phase, spec: Steps) -> Any:
             total = len(spec.iterable)  # type: ignore[arg-type]
         except TypeError:
             total = None
+    if total is not None:
+        total = -(-total // spec.accumulate)  # the bar counts steps, not micro-batches
     from .run import _in_notebook
     from .sinks.console import epoch_label
 
@@ -121,6 +131,50 @@ def _watched(phase: Phase, spec: Steps) -> Iterator:
             end_step(rows, wait)
             if bar is not None:
                 bar.update(1)
+    finally:
+        phase.in_step = False
+        phase.weight = 1.0
+        phase.bar = outer_bar
+        if bar is not None:
+            bar.close()
+
+
+def _accumulating(phase: Phase, spec: Steps) -> Iterator:
+    """``_watched`` for ``accumulate=k``: one step per k items, their samples and waits summed."""
+    clock = phase.run.clock
+    end_step = phase.end_step
+    fixed = spec.batch_size
+    every = spec.accumulate
+    bar = _bar(phase, spec)
+    outer_bar, phase.bar = phase.bar, bar
+    iterator = iter(spec.iterable)
+    left, samples, waited = every, 0, 0.0
+    try:
+        while True:
+            started = clock()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                if left != every:  # a last, partial group of micro-batches
+                    end_step(samples, waited)
+                    if bar is not None:
+                        bar.update(1)
+                return
+            wait = clock() - started
+            rows = fixed if fixed is not None else (first_tensor_rows(item) or 0)
+            phase.weight = float(rows) if rows else 1.0
+            phase.in_step = True
+            yield item
+            phase.in_step = False
+            phase.weight = 1.0
+            samples += rows
+            waited += wait
+            left -= 1
+            if not left:
+                end_step(samples, waited)
+                left, samples, waited = every, 0, 0.0
+                if bar is not None:
+                    bar.update(1)
     finally:
         phase.in_step = False
         phase.weight = 1.0

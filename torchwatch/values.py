@@ -62,7 +62,10 @@ def scalar(value: Any) -> Tuple[Optional[Scalar], Optional[str]]:
     if isinstance(value, bool):
         return float(value), None
     if isinstance(value, numbers.Real):
-        return float(value), None
+        try:
+            return float(value), None
+        except OverflowError:
+            return None, "it is too large for a float; log it scaled down (e.g. its logarithm)"
     if isinstance(value, numbers.Complex):
         return None, "log its real part or its absolute value instead"
     if isinstance(value, (str, bytes)):
@@ -104,17 +107,21 @@ def flatten(
     if isinstance(value, (tuple, list)) and names is not None and len(names) != len(value):
         report(
             "loss" if not names else names[0],
-            f"{source}: got {describe(value)} but names= has {len(names)} names "
+            f"a value {source}: got {describe(value)} but names= has {len(names)} names "
             f"{tuple(names)!r}; make them the same length",
         )
         return
     items = _named_items(value, names)
     if items is None:
         if isinstance(value, (tuple, list)):
+            fix = (
+                "log them by name, e.g. tw.log(loss=..., acc=...)" if source.startswith("logged")
+                else "pass names=('loss', 'acc', ...) to the decorator, or return a dict"
+            )
             report(
                 "loss",
-                f"{source}: got a bare {type(value).__name__} of {len(value)} values and no "
-                "names; pass names=('loss', 'acc', ...) to the decorator, or return a dict",
+                f"a value {source}: got a bare {type(value).__name__} of {len(value)} values and "
+                f"no names; {fix}",
             )
             return
         name = names[0] if names else "loss"
@@ -125,7 +132,7 @@ def flatten(
         if not isinstance(key, str):
             report(
                 str(key),
-                f"{source}: metric name {key!r} is a {type(key).__name__}, not a str; "
+                f"a value {source}: metric name {key!r} is a {type(key).__name__}, not a str; "
                 "use string keys such as 'loss' or 'acc'",
             )
             continue

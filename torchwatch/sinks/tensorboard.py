@@ -24,6 +24,7 @@ class TensorBoardSink:
         self.writers: Dict[str, Any] = {}
         self.failed = False
         self.final: Dict[Tuple[str, str], float] = {}  # (phase, tag) -> last value, for hparams
+        self.reopen: Any = None  # after run.load_state_dict: opens writers with a purge_step
 
     def writer(self, phase: str) -> Optional[Any]:
         """The phase's ``SummaryWriter``, created on first use; ``None`` after a failure."""
@@ -34,7 +35,11 @@ class TensorBoardSink:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                writer = SummaryWriter(os.path.join(self.logdir, phase), flush_secs=FLUSH_SECS)
+                path = os.path.join(self.logdir, phase)
+                if self.reopen is not None and phase:
+                    writer = self.reopen.open(path, flush_secs=FLUSH_SECS)
+                else:
+                    writer = SummaryWriter(path, flush_secs=FLUSH_SECS)
             except Exception as error:
                 self._fail(error)
                 return None
