@@ -164,7 +164,7 @@ def test_logged_values_keep_every_good_metric(positional, named, strict):
             bad = True
         else:
             expected.setdefault(name, []).append(number)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, run:
         warnings.simplefilter("always")
         try:
             with run.phase("val", model=torch.nn.Linear(1, 1)) as p:
@@ -190,7 +190,7 @@ def test_returned_values_keep_every_good_metric(value, strict):
     def evaluate():
         return value
 
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, run:
         warnings.simplefilter("always")
         try:
             returned = evaluate()

@@ -42,8 +42,15 @@ from torch import nn
 import torchwatch as tw
 
 logdir, mode, epochs, delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+record_s = float(sys.argv[5])
 torch.manual_seed(0)
 torch.set_num_threads(1)
+
+if record_s:  # a slow disk: each record takes record_s to write, so only a real flush keeps up
+    from tensorboard.summary.writer import record_writer
+
+    write = record_writer.RecordWriter.write
+    record_writer.RecordWriter.write = lambda self, data: (time.sleep(record_s), write(self, data))
 
 if mode == "user-handler":
     def on_term(signum, frame):
@@ -103,7 +110,7 @@ STEP_LINE = re.compile(r"^step (\d+) loss (\S+)$")
 class Training:
     """The script above in a subprocess; its stdout lines collected by a reader thread."""
 
-    def __init__(self, tmp_path, mode="plain", epochs=1000, delay=0.0):
+    def __init__(self, tmp_path, mode="plain", epochs=1000, delay=0.0, record_s=0.0):
         script = tmp_path / "train.py"
         script.write_text(SCRIPT)
         self.logdir = tmp_path / "runs"
@@ -111,7 +118,8 @@ class Training:
         env = {k: v for k, v in os.environ.items() if k != "TORCHWATCH_DISABLE"}
         with open(self.stderr, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(script), str(self.logdir), mode, str(epochs), str(delay)],
+                [sys.executable, str(script), str(self.logdir), mode, str(epochs), str(delay),
+                 str(record_s)],
                 stdout=subprocess.PIPE, stderr=err, text=True, cwd=tmp_path, env=env,
             )
         self.lines = []
@@ -220,8 +228,9 @@ def hparams_written(logdir):
 
 
 def test_sigkill_right_after_a_line_loses_nothing_it_reported(tmp_path, scalars):
-    """A process SIGKILLed just after printing phase lines has every value they showed on disk."""
-    training = Training(tmp_path)
+    """A process SIGKILLed just after printing phase lines has every value they showed on disk,
+    even when the disk is slow (each record takes 5 ms)."""
+    training = Training(tmp_path, record_s=0.005)
     training.epoch_lines(6)
     training.proc.send_signal(signal.SIGKILL)
     code, lines = training.finish()
@@ -232,8 +241,10 @@ def test_sigkill_right_after_a_line_loses_nothing_it_reported(tmp_path, scalars)
 
 def test_sigterm_flushes_closes_and_exits_with_the_signal(tmp_path, scalars):
     """SIGTERM mid-epoch: printed values and step scalars so far are on disk, the run is closed
-    (hparams written), the phase is reported interrupted and the exit status is -SIGTERM."""
-    training = Training(tmp_path, delay=0.005)
+    (hparams written), the phase is reported interrupted and the exit status is -SIGTERM; the
+    disk is slow (50 ms a record), so the step scalars still queued are there only if the
+    handler flushed them."""
+    training = Training(tmp_path, delay=0.005, record_s=0.05)
     training.epoch_lines(2)
     training.wait_for(lambda line: bool(re.match(r"step (2[89]|[3-9]\d)\b", line)))
     training.proc.send_signal(signal.SIGTERM)
@@ -337,6 +348,8 @@ def sigterm_calls():
 def test_handlers_go_in_with_the_run_and_back_out_when_it_closes(tmp_path, sigterm_calls):
     """tw.init puts a handler in front of SIGTERM's and SIGINT's; closing the last run restores
     the previous ones exactly."""
+    for leftover in list(signals._runs):  # runs other tests left open keep ours installed
+        leftover.close()
     term, interrupt = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     run = tw.init(tmp_path, console=False)
     assert signal.getsignal(signal.SIGTERM) is not term

@@ -55,8 +55,8 @@ __all__ = ["CONTENDERS", "WORKLOADS", "main"]
 WORKLOADS = {"tiny": (8, 8, 8, 2), "small": (64, 128, 128, 10)}  # MLP layer widths
 BATCH = 64
 LR, MOMENTUM = 0.01, 0.9
-QUICK = dict(rounds=12, steps=200, warmup=1, startup=3, micro=1.0)
-FULL = dict(rounds=40, steps=500, warmup=2, startup=7, micro=4.0)
+QUICK = dict(rounds=8, steps=200, warmup=1, startup=1, micro=0.5)
+FULL = dict(rounds=30, steps=500, warmup=2, startup=5, micro=4.0)
 
 
 # -- what a contender's epoch is measured by -------------------------------------------------
@@ -127,12 +127,16 @@ class MemoryProbe(Probe):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self._base = torch.cuda.memory_allocated()
+            # torchwatch resets the peak every interval (step/memory_mb); keep this probe's own
+            self._reset, torch.cuda.reset_peak_memory_stats = (
+                torch.cuda.reset_peak_memory_stats, lambda *args, **kwargs: None)
         tracemalloc.start()
 
     def stop(self) -> None:
         self.heap = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         if self.cuda:
+            torch.cuda.reset_peak_memory_stats = self._reset
             self.device = torch.cuda.max_memory_allocated() - self._base
 
 
@@ -165,7 +169,6 @@ class Workload:
         """A copy of the model, equal for every contender, and an SGD optimizer over it."""
         model = copy.deepcopy(self.model)
         return model, torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-
 
 
 def describe(name: str, steps: int) -> str:
@@ -492,7 +495,50 @@ def _lightning():
     return L
 
 
-CONTENDERS = [Bare, TorchwatchQuiet, TorchwatchEpoch, TorchwatchFull, Seed, StepScalar,
+class PythonReference(Contender):
+    """The bare loop plus a fixed bit of pure Python per step, timed alone with ``timeit``: what
+    a microsecond of host work measured in isolation costs inside this loop on this machine
+    (caches and branch predictors are cold after the step's torch work, so it costs more)."""
+
+    key, label = "py-ref", "bare loop + pure Python (reference)"
+    shows = "nothing: a yardstick for the rows above and below"
+
+    hot = math.nan  # seconds per call of _python_work, timed alone
+
+    @classmethod
+    def prepare(cls) -> None:
+        box = _Box()
+        times = timeit.repeat(lambda: _python_work(box), number=20000, repeat=5)
+        cls.hot = statistics.median(times) / 20000
+
+    def __init__(self, work: Workload, logdir: str) -> None:
+        super().__init__(work, logdir)
+        self.box = _Box()
+        self.label = f"bare loop + {self.hot * 1e6:.2f} µs (timeit) of pure Python per step"
+
+    def epoch(self, probe: Probe) -> None:
+        model, optimizer, loss_fn, box = self.model, self.optimizer, self.loss_fn, self.box
+        probe.start()
+        model.train()
+        for x, y in self.batches:
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            _python_work(box)
+        probe.stop()
+
+
+class _Box:
+    a = 0
+
+
+def _python_work(box: _Box) -> None:
+    for i in range(12):
+        box.a += i
+
+
+CONTENDERS = [Bare, PythonReference, TorchwatchQuiet, TorchwatchEpoch, TorchwatchFull, Seed, StepScalar,
               TqdmPostfix, Ignite, Lightning]
 _PER_STEP_VIEW = ("add_scalar", "tqdm", "ignite", "lightning")  # peers with per-step visibility
 
@@ -503,7 +549,9 @@ class Row:
 
     def __init__(self, cls: type, note: str = "") -> None:
         self.cls = cls
+        self.label = cls.label
         self.note = note
+        self.hot: float = math.nan  # the reference's own timeit cost
         self.per_step: float = math.nan  # seconds
         self.ratio: float = math.nan
         self.overhead: float = math.nan  # seconds per step, median of paired differences
@@ -522,6 +570,14 @@ def _quiet_output():
             yield
 
 
+def _prime(work: Workload) -> None:
+    """One untimed step, so torch's first-use costs fall on no contender's start-up."""
+    model, optimizer = work.fresh()
+    x, y = work.batches[0]
+    work.loss_fn(model(x), y).backward()
+    optimizer.step()
+
+
 def bench_workload(name: str, opts: argparse.Namespace, log: Callable[[str], None]) -> List[Row]:
     """Run every chosen contender on one workload, interleaved; one ``Row`` each."""
     cuda = opts.device == "cuda"
@@ -529,31 +585,40 @@ def bench_workload(name: str, opts: argparse.Namespace, log: Callable[[str], Non
     tmp = tempfile.mkdtemp(prefix="torchwatch-bench-")
     rows: List[Row] = []
     live: list = []  # (row, contender, timer, outside-the-probe seconds per round)
+    clock = time.perf_counter if cuda else opts.clock
+    _prime(work)
     try:
         for cls in opts.contenders:
             note = cls.missing()
             rows.append(Row(cls, note or ""))
             if note:
                 continue
-            with _quiet_output():
-                cls.prepare()
-                started = time.perf_counter()
-                contender = cls(work, os.path.join(tmp, cls.key))
-            rows[-1].startup = time.perf_counter() - started
+            try:
+                with _quiet_output():
+                    cls.prepare()
+                    started = clock()
+                    contender = cls(work, os.path.join(tmp, cls.key))
+                    rows[-1].startup = clock() - started
+                    for _ in range(opts.warmup):
+                        contender.epoch(Probe())
+            except Exception as error:  # a peer's API changed: report it, run the others
+                if cls.needs is None:
+                    raise
+                rows[-1].note = f"failed: {type(error).__name__}: {error}"[:100]
+                continue
+            rows[-1].label = contender.label
+            rows[-1].hot = getattr(contender, "hot", math.nan)
             timer = CudaTimer() if cuda else HostTimer(opts.clock)
             live.append((rows[-1], contender, timer, []))
         with _quiet_output():
-            for _, contender, _, _ in live:
-                for _ in range(opts.warmup):
-                    contender.epoch(Probe())
             for r in range(opts.rounds):
                 k = r % len(live)
                 for row, contender, timer, outside in live[k:] + live[:k]:
                     gc.collect()
-                    started = time.perf_counter()
+                    started = clock()
                     contender.epoch(timer)
-                    outside.append(time.perf_counter() - started - timer.spans[-1])
-        log(f"  {name}: {opts.rounds} rounds timed")
+                    outside.append(clock() - started - timer.spans[-1])
+        log(f"{name}: {opts.rounds} rounds timed; counting syncs and memory ...")
         for row, contender, _, _ in live:
             syncs, memory = SyncProbe(cuda), MemoryProbe(cuda)
             with _quiet_output():
@@ -741,10 +806,10 @@ def workload_table(rows: List[Row], cuda: bool) -> List[str]:
     for row in rows:
         cls = row.cls
         if row.note:
-            cells = [cls.label, cls.shows, row.note] + [""] * (len(head) - 3)
+            cells = [row.label, cls.shows, row.note] + [""] * (len(head) - 3)
         else:
             cells = [
-                cls.label, cls.shows, _us(row.per_step),
+                row.label, cls.shows, _us(row.per_step),
                 "" if math.isnan(row.ratio) else f"{row.ratio:.2f}",
                 _us(row.overhead, signed=True), f"{row.syncs:.2f}", f"{row.heap / 1024:.0f}",
             ]
@@ -787,7 +852,12 @@ def targets(rows: List[Row], steps: int, micro_rows: List[tuple], start: Dict[st
             if peer is not None and not math.isnan(peer.overhead):
                 check(full.overhead < peer.overhead,
                       f"torchwatch full ({full.overhead * 1e6:+.1f}) cheaper than "
-                      f"{peer.cls.label} ({peer.overhead * 1e6:+.1f} µs/step)")
+                      f"{peer.label} ({peer.overhead * 1e6:+.1f} µs/step)")
+    ref = by.get("py-ref")
+    if ref is not None and not math.isnan(ref.overhead) and ref.hot > 0:
+        lines.append(f"- for scale: {ref.hot * 1e6:.2f} µs of pure Python, timed alone, costs "
+                     f"{ref.overhead * 1e6:+.1f} µs/step inside this loop on this machine "
+                     f"({ref.overhead / ref.hot:.1f}×)")
     for what, ours, bare, _ in micro_rows:
         if what.startswith("`tw.steps"):
             check(ours - bare <= 1e-6, f"`tw.steps` with every output off: "
@@ -808,9 +878,9 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--full", action="store_true",
                         help="the full settings of benchmarks/overhead.py (minutes)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--rounds", type=int, help="timed rounds per workload (quick 12, full 40)")
+    parser.add_argument("--rounds", type=int, help="timed rounds per workload (quick 8, full 30)")
     parser.add_argument("--steps", type=int, help="steps per epoch (quick 200, full 500)")
-    parser.add_argument("--warmup", type=int, help="untimed epochs per contender (quick 1)")
+    parser.add_argument("--warmup", type=int, help="untimed epochs per contender, at least 1 (quick 1, full 2)")
     parser.add_argument("--workloads", default="tiny,small",
                         help=f"comma-separated, of {', '.join(WORKLOADS)}")
     parser.add_argument("--only", default=None,
@@ -827,11 +897,11 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     for key, value in preset.items():
         if getattr(opts, key) is None:
             setattr(opts, key, value)
-    for key in ("rounds", "steps"):
+    for key in ("rounds", "steps", "warmup"):
         if getattr(opts, key) < 1:
             parser.error(f"--{key} must be a positive int, got {getattr(opts, key)}")
-    if opts.warmup < 0 or opts.startup < 0 or opts.micro < 0:
-        parser.error("--warmup, --startup and --micro must not be negative")
+    if opts.startup < 0 or opts.micro < 0:
+        parser.error("--startup and --micro must not be negative")
     opts.workloads = [w.strip() for w in opts.workloads.split(",") if w.strip()]
     unknown = [w for w in opts.workloads if w not in WORKLOADS]
     if unknown or not opts.workloads:
@@ -863,11 +933,11 @@ def main(argv: Optional[List[str]] = None, command: Optional[str] = None) -> int
         print("\n".join(lines), file=out, flush=True)
 
     def log(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        print(f"[{time.perf_counter() - started:5.1f} s] {text}", file=sys.stderr, flush=True)
 
+    started = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    started = time.perf_counter()
     try:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         emit([

@@ -22,7 +22,9 @@ import torch
 
 __all__ = ["is_compiling", "log_outside_graph", "prepare_if_loaded"]
 
-is_compiling = torch.compiler.is_compiling  # constant True while dynamo traces, else False
+# constant True while dynamo traces, else False (torch.compiler's from torch 2.3 on)
+is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (
+    torch._utils.is_compiling)
 _eager_log: Any = None
 
 

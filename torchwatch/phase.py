@@ -161,7 +161,10 @@ class Phase:
             weight = self._weight(n, source)
         add = self.acc.add
         if value is not None:
-            if type(value) is torch.Tensor and value.numel() == 1 and names is None:
+            if (type(value) is torch.Tensor and not value.dim() and names is None
+                    and not value.dtype.is_complex):  # a 0-dim loss, the usual case, first
+                add("loss", value.detach() if value.requires_grad else value, weight)
+            elif type(value) is torch.Tensor and value.numel() == 1 and names is None:
                 good, fix = scalar(value)
                 add("loss", good, weight) if fix is None else self._bad("loss", value, fix, source)
             else:
@@ -169,14 +172,18 @@ class Phase:
                                           self.run.report):
                     add(name, good, weight)
         for name, item in metrics.items():
-            if item is None:
-                continue
             if type(item) is torch.Tensor:
-                if item.numel() == 1 and not item.dtype.is_complex:
+                if not item.dim():  # a 0-dim loss, the usual case, first
+                    if not item.dtype.is_complex:
+                        add(name, item.detach() if item.requires_grad else item, weight)
+                        continue
+                elif item.numel() == 1 and not item.dtype.is_complex:
                     if item.requires_grad:
                         item = item.detach()
-                    add(name, item if not item.dim() else item.reshape(()), weight)
+                    add(name, item.reshape(()), weight)
                     continue
+            elif item is None:
+                continue
             elif type(item) is float or type(item) is int:
                 try:
                     add(name, float(item), weight)

@@ -37,17 +37,21 @@ def state_dict(run: "Run") -> Dict[str, Any]:
     """The counters that place the next phase: plain Python values, safe for ``torch.save``.
 
     Inside a top-level train phase, the epoch under way is not finished: the state is that of
-    the epoch before it, so the resumed run trains that epoch again; the global step is the
-    current one.
+    the epoch before it, so the resumed run trains that epoch again. Inside a step of a train
+    phase (where checkpoints are taken, after ``optimizer.step()``), that step counts as done.
     """
     epoch, had_train, seen = run.epoch, run._had_train, sorted(run._seen)
+    step = run.global_step
+    inner = run.stack[-1] if run.stack else None
+    if inner is not None and inner.is_train and inner.in_step:
+        step += 1
     top = run.stack[0] if run.stack else None
     if top is not None and top.is_train and top.epoch is not None:
         # the state before this epoch began (as far as a resumed run needs it)
         epoch, had_train, seen = (top.epoch - 1, True, []) if top.epoch > 0 else (None, False, [])
     return {
         "epoch": epoch,
-        "global_step": run.global_step,
+        "global_step": step,
         "epoch_offset": run._epoch_offset,
         "had_train": had_train,
         "seen": seen,

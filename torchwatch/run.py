@@ -30,6 +30,9 @@ __all__ = ["Run", "close", "current_run", "init"]
 
 _PROGRESS = ("auto", True, False)
 _ON_NAN = ("warn", "raise", "ignore")
+# torch.amp.GradScaler from torch 2.3; before, torch.cuda.amp's (a subclass of it after)
+_SCALERS = tuple(c for c in (getattr(torch.amp, "GradScaler", None),
+                             torch.cuda.amp.GradScaler) if isinstance(c, type))
 _OUTSIDE_WARNED: set = set()
 
 
@@ -140,7 +143,7 @@ class Run:
             raise TypeError(f"logdir must be a str or path, got {logdir!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be a callable returning seconds, got {clock!r}")
-        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+        if scaler is not None and not isinstance(scaler, _SCALERS):
             raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got {scaler!r:.80}")
         if histograms is not None and (
             isinstance(histograms, bool) or not isinstance(histograms, int) or histograms < 1
@@ -326,7 +329,9 @@ class Run:
         if scaler is None or not scaler.is_enabled():
             return None
         scale = getattr(scaler, "_scale", None)  # None until the first scaler.scale(loss)
-        return scale if isinstance(scale, torch.Tensor) else None
+        if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
+            return None
+        return scale.detach().reshape(())  # older torch keeps it with shape (1,)
 
     def write_interval(self, phase: Phase, means: Dict[str, float], info: IntervalInfo,
                        loss_scale: Optional[float] = None) -> None:

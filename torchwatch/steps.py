@@ -22,7 +22,13 @@ __all__ = ["first_tensor_rows", "steps"]
 def first_tensor_rows(batch: Any) -> Optional[int]:
     """Dim 0 of the first tensor in a batch (nested tuples, lists, dicts); None if there is none."""
     kind = type(batch)
-    if kind is torch.Tensor or isinstance(batch, torch.Tensor):
+    if kind is tuple or kind is list:  # the usual (x, y) batch: no recursive call, no len()
+        first = batch[0] if batch else None
+        if type(first) is torch.Tensor:
+            return first.shape[0] if first.ndim else 1
+    elif kind is torch.Tensor:
+        return batch.shape[0] if batch.ndim else 1
+    if isinstance(batch, torch.Tensor):
         return len(batch) if batch.ndim else 1
     if kind is tuple or kind is list or isinstance(batch, (tuple, list)):
         for item in batch:

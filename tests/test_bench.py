@@ -1,0 +1,103 @@
+"""``torchwatch bench`` in seconds: every contender gets a row with sane numbers (no timing targets)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import pytest
+
+from torchwatch import bench
+from torchwatch.cli import main as cli
+
+TINY = ["--rounds", "2", "--steps", "20", "--workloads", "tiny", "--startup", "1",
+        "--micro", "0.02"]
+
+
+def table_rows(text: str, heading: str) -> dict:
+    """{first cell: [cells]} of the markdown table that follows ``heading`` in ``text``."""
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        rows[cells[0]] = cells
+    return rows
+
+
+@pytest.fixture(scope="module")
+def report():
+    """One quick run of the benchmark through the command line, its stdout and exit status."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = cli(["bench", *TINY])
+    return status, out.getvalue()
+
+
+def test_bench_exits_zero_and_names_its_command_and_versions(report):
+    """The report starts with the command that made it, the machine and the library versions."""
+    status, text = report
+    assert status == 0
+    assert f"`torchwatch bench {' '.join(TINY)}`" in text
+    assert "torch " in text and "torchwatch " in text and "CPUs" in text
+
+
+def test_every_contender_has_a_row(report):
+    """Each contender of the issue appears; Ignite and Lightning say 'not installed' when absent."""
+    _, text = report
+    rows = table_rows(text, "**tiny: MLP 8→8→8→2, batch 64, 20 steps per epoch**")
+    labels = " ".join(rows)
+    for cls in bench.CONTENDERS:
+        if cls is bench.PythonReference:
+            assert "of pure Python per step" in labels
+        else:
+            assert cls.label in rows, cls.label
+    for cls, module in ((bench.Ignite, "ignite"), (bench.Lightning, "lightning")):
+        if importlib.util.find_spec(module) is None:
+            assert rows[cls.label][2] == "not installed"
+
+
+def test_numbers_are_sane(report):
+    """Times are positive, the bare loop is 1.00× itself, and syncs per step match each way's code."""
+    _, text = report
+    rows = table_rows(text, "**tiny: MLP 8→8→8→2, batch 64, 20 steps per epoch**")
+    measured = {label: cells for label, cells in rows.items() if cells[2] != "not installed"}
+    for label, cells in measured.items():
+        per_step, ratio, overhead, syncs, heap, startup = (float(c) for c in cells[2:8])
+        assert per_step > 0 and ratio > 0 and math.isfinite(overhead), label
+        assert syncs >= 0 and heap >= 0 and startup >= 0, label
+    bare = measured["bare loop"]
+    assert (bare[3], bare[4], bare[5]) == ("1.00", "+0.0", "0.00")
+    for cls in (bench.Seed, bench.StepScalar, bench.TqdmPostfix):  # one .item() per step
+        assert measured[cls.label][5] == "1.00", cls.label
+    for cls in (bench.TorchwatchQuiet, bench.TorchwatchEpoch, bench.TorchwatchFull):
+        assert float(measured[cls.label][5]) <= 2 / 20, cls.label  # phase end only
+
+
+def test_hot_path_and_start_up_sections(report):
+    """The micro-benchmarks have their four rows, and TensorBoard stays unimported at start-up."""
+    _, text = report
+    rows = table_rows(text, "**Hot path**")
+    assert len(rows) == 4
+    for cells in rows.values():
+        assert float(cells[1]) > 0 and float(cells[2]) >= 0
+    assert "TensorBoard modules loaded after `import torchwatch` + `init`: none." in text
+    assert "| `import torch` |" in text and "| `import torchwatch` |" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workloads", "huge"], "--workloads must name some of tiny, small"),
+    (["--only", "wandb"], "--only must name some of"),
+    (["--rounds", "0"], "--rounds must be a positive int, got 0"),
+])
+def test_bad_arguments_are_named(argv, message, capsys):
+    """A wrong option exits with status 2 and a message naming the option and what it got."""
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
