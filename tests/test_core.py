@@ -484,3 +484,21 @@ def test_console_line_shape_with_total_and_without(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert re.fullmatch(r"Epoch \[1/10\] train  loss 0\.4123  acc 0\.9120 \| \d\.\d{3}s", out[0])
     assert re.fullmatch(r"Epoch \[1\] val  loss 1\.235e\+04 \| \d\.\d{3}s", out[1])
+
+
+def test_gan_train_phases_share_an_epoch(tmp_path):
+    """train_D then train_G in one epoch share it; train_D seen again starts the next epoch."""
+    g, d = nn.Linear(2, 2), nn.Linear(2, 2)
+    run = tw.init(logdir=str(tmp_path), console=False, model={"G": g, "D": d})
+    for _ in range(2):
+        with tw.phase("train_D", model=d):
+            tw.log(loss=1.0)
+        with tw.phase("train_G", model=g):
+            assert g.training
+            tw.log(loss=2.0)
+        with tw.phase("val"):
+            pass
+    assert [(r.phase, r.epoch) for r in run.history] == [
+        ("train_D", 0), ("train_G", 0), ("val", 0), ("train_D", 1), ("train_G", 1), ("val", 1)]
+    tw.close()
+    assert [s for s, _ in read_scalars(tmp_path / "train_G")["epoch/loss"]] == [0, 1]

@@ -48,7 +48,9 @@ def state_dict(run: "Run") -> Dict[str, Any]:
     top = run.stack[0] if run.stack else None
     if top is not None and top.is_train and top.epoch is not None:
         # the state before this epoch began (as far as a resumed run needs it)
-        epoch, had_train, seen = (top.epoch - 1, True, []) if top.epoch > 0 else (None, False, [])
+        epoch, had_train, seen = (
+            (top.epoch - 1, True, [top.name]) if top.epoch > 0 else (None, False, [])
+        )
     return {
         "epoch": epoch,
         "global_step": step,

@@ -281,14 +281,22 @@ class Run:
             warn(message)
 
     def begin_epoch(self, phase: Phase) -> Optional[int]:
-        """The epoch a phase belongs to; train phases and repeated eval-only phases start one."""
+        """The epoch a phase belongs to: a train phase (or, before any, an eval-only phase) whose
+        name already ran in the current epoch starts the next one; other phases join it."""
         if phase.nested:
             return self.epoch
         explicit = phase.explicit_epoch
         if explicit is not None:
             epoch = explicit
         elif phase.is_train:
-            epoch = self.epoch + 1 if self._had_train else (self.epoch or 0)
+            # train, train, ... or train_D, train_G, train_D, ...: a train phase starts the next
+            # epoch when its name already ran in this one; the first joins epoch 0
+            if not self._had_train:
+                epoch = self.epoch or 0
+            elif phase.name in self._seen:
+                epoch = self.epoch + 1
+            else:
+                epoch = self.epoch
         elif self.epoch is None:
             epoch = 0
         elif not self._had_train and phase.name in self._seen:
