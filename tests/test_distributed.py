@@ -222,7 +222,23 @@ def scenario_raise_and_go_on(tmp):
     return {"errors": errors, "history": len(run.history)}
 
 
-SCENARIOS = {"loop": scenario_loop, "raise_and_exit": scenario_raise_and_exit,
+def scenario_spawn_style(tmp):
+    """tw.init with no RANK and no process group yet, as under mp.spawn; the group comes later."""
+    import torchwatch as tw
+
+    rank_env = os.environ.pop("RANK")
+    run = tw.init(logdir=f"{tmp}/runs", progress=False)
+    rank_at_init = run.rank
+    os.environ["RANK"] = rank_env  # only for start_group's own bookkeeping
+    rank = start_group(tmp)
+    with tw.phase("val") as p:
+        tw.log(loss=float(rank))
+    has_writer = run.writer("val") is not None
+    tw.close()
+    return {"rank_at_init": rank_at_init, "metrics": p.metrics, "has_writer": has_writer}
+
+
+SCENARIOS = {"spawn_style": scenario_spawn_style, "loop": scenario_loop, "raise_and_exit": scenario_raise_and_exit,
              "raise_and_stay": lambda tmp: scenario_raise_and_exit(tmp, stay=True),
              "raise_and_go_on": scenario_raise_and_go_on}
 
@@ -452,6 +468,18 @@ def test_rank_from_environment_gates_sinks_before_any_process_group(tmp_path, mo
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
     assert not logdir.exists()
+
+
+def test_rank_settles_at_the_first_phase_when_init_came_before_the_group(tmp_path):
+    """Started like mp.spawn (no RANK at init), rank 1 still drops its sinks once the group is up."""
+    results, outs, errs = launch("spawn_style", tmp_path)
+    for rank, result in enumerate(results):
+        assert "crashed" not in result, f"rank {rank}:\n{result['crashed']}"
+    assert [r["rank_at_init"] for r in results] == [0, 0]
+    assert [r["metrics"] for r in results] == [{"loss": 0.5}, {"loss": 0.5}]
+    assert [r["has_writer"] for r in results] == [True, False]
+    assert outs[0].count("Epoch [1] val  loss 0.5000") == 1 and outs[1] == ""
+    assert len(list((tmp_path / "runs" / "val").glob("events.out.tfevents.*"))) == 1
 
 
 def test_reduce_phase_outside_a_process_group_returns_its_inputs():

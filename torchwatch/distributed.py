@@ -27,7 +27,7 @@ import torch
 
 from .values import warn
 
-__all__ = ["MAX_PACKED", "is_distributed", "rank", "reduce_phase", "world_size"]
+__all__ = ["MAX_PACKED", "is_distributed", "rank", "rank_is_known", "reduce_phase", "world_size"]
 
 Sums = Dict[str, List[float]]  # name -> [weighted sum, weight total, non-finite count]
 
@@ -49,6 +49,12 @@ def rank() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
     return int(os.environ.get("RANK", "0") or 0)
+
+
+def rank_is_known() -> bool:
+    """True when the rank comes from a process group or the launcher, not from a default."""
+    dist = torch.distributed
+    return (dist.is_available() and dist.is_initialized()) or "RANK" in os.environ
 
 
 def world_size() -> int:

@@ -164,6 +164,8 @@ class Run:
         ) not in ("1", "true", "True", "yes")
         self.clock = clock or host_clock
         self.rank = distributed.rank()
+        # launched without RANK and before init_process_group (mp.spawn): settled at a phase
+        self.rank_settled = distributed.rank_is_known()
         self.logdir = os.fspath(logdir) if logdir is not None else _default_logdir()
         self.console = ConsoleSink() if (_check_bool("console", console) and self.rank == 0
                                          and self.enabled) else None
@@ -283,6 +285,8 @@ class Run:
     def begin_epoch(self, phase: Phase) -> Optional[int]:
         """The epoch a phase belongs to: a train phase (or, before any, an eval-only phase) whose
         name already ran in the current epoch starts the next one; other phases join it."""
+        if not self.rank_settled:
+            self.settle_rank()
         if phase.nested:
             return self.epoch
         explicit = phase.explicit_epoch
@@ -311,6 +315,18 @@ class Run:
         self._had_train = self._had_train or phase.is_train
         self.epoch = epoch
         return epoch
+
+    def settle_rank(self) -> None:
+        """Once a process group exists, ranks other than 0 drop their console and writers."""
+        if not distributed.rank_is_known():
+            return
+        self.rank_settled = True
+        self.rank = distributed.rank()
+        if self.rank != 0:
+            self.console = None
+            if self.tensorboard is not None:
+                self.tensorboard.close()
+                self.tensorboard = None
 
     def display_epoch(self, epoch: Optional[int]) -> Optional[int]:
         return None if epoch is None else epoch + (self._epoch_offset or 0)
