@@ -1,4 +1,4 @@
-"""On a CUDA GPU, a watched loop's steady-state steps make no host-device sync (skipped without CUDA).
+"""On a CUDA GPU, a watched loop's steady steps make no host-device sync (skipped without CUDA).
 
 The strict gate: ``torch.cuda.set_sync_debug_mode("error")`` turns any synchronising CUDA call
 (``.item()``, a blocking copy to the host, ``torch.cuda.synchronize()`` through torch, a boolean
@@ -51,7 +51,7 @@ class SyncsRaise:
 
 
 def test_steps_and_log_run_without_syncs(tmp_path, scalars):
-    """tw.steps + tw.log with bar, console and TensorBoard on: 250 steady steps raise no sync error."""
+    """tw.steps + tw.log, bar, console and TensorBoard on: 250 steady steps raise no sync error."""
     model, optimizer, data, loss_fn = make_loop()
     tw.init(logdir=str(tmp_path), model=model, optimizer=optimizer, log_every=LOG_EVERY,
             progress=True)
@@ -66,7 +66,8 @@ def test_steps_and_log_run_without_syncs(tmp_path, scalars):
             tw.log(loss=loss, acc=(logits.argmax(1) == y).float().mean(), n=len(x))
     tw.close()
     written = scalars(tmp_path / "train")
-    assert [step for step, _ in written["step/loss"]] == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
+    steps = [step for step, _ in written["step/loss"]]
+    assert steps == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))
     assert "step/memory_mb" in written and "step/time_ms" in written
 
 

@@ -27,7 +27,6 @@ import contextlib
 import copy
 import datetime
 import gc
-import importlib
 import importlib.util
 import json
 import logging
@@ -114,7 +113,7 @@ class SyncProbe(Probe):
 
 
 class MemoryProbe(Probe):
-    """Peak Python heap allocated during the epoch (tracemalloc) and, on CUDA, peak device memory."""
+    """Peak Python heap allocated during an epoch (tracemalloc); on CUDA, peak device memory too."""
 
     def __init__(self, cuda: bool) -> None:
         self.cuda = cuda
@@ -538,8 +537,8 @@ def _python_work(box: _Box) -> None:
         box.a += i
 
 
-CONTENDERS = [Bare, PythonReference, TorchwatchQuiet, TorchwatchEpoch, TorchwatchFull, Seed, StepScalar,
-              TqdmPostfix, Ignite, Lightning]
+CONTENDERS = [Bare, PythonReference, TorchwatchQuiet, TorchwatchEpoch, TorchwatchFull, Seed,
+              StepScalar, TqdmPostfix, Ignite, Lightning]
 _PER_STEP_VIEW = ("add_scalar", "tqdm", "ignite", "lightning")  # peers with per-step visibility
 
 
@@ -555,6 +554,7 @@ class Row:
         self.per_step: float = math.nan  # seconds
         self.ratio: float = math.nan
         self.overhead: float = math.nan  # seconds per step, median of paired differences
+        self.overhead_ci = (math.nan, math.nan)  # its ~95% confidence interval
         self.syncs: float = math.nan
         self.syncs_per_epoch = 0
         self.heap = 0
@@ -639,10 +639,20 @@ def bench_workload(name: str, opts: argparse.Namespace, log: Callable[[str], Non
         row.startup += max(0.0, statistics.median(outside))
         if bare is not None:
             row.ratio = statistics.median(spans) / statistics.median(bare.spans)
-            row.overhead = statistics.median(
-                (a - b) / opts.steps for a, b in zip(spans, bare.spans)
-            )
+            row.overhead, *row.overhead_ci = median_ci(
+                [(a - b) / opts.steps for a, b in zip(spans, bare.spans)])
     return rows
+
+
+def median_ci(values: Sequence[float]) -> tuple:
+    """The median and a ~95% confidence interval for it, from order statistics (no assumption
+    about the distribution: the noise of a shared machine is anything but normal)."""
+    xs = sorted(values)
+    n = len(xs)
+    half = 0.98 * math.sqrt(n)  # 1.96 standard deviations of a Binomial(n, 1/2), halved
+    lo = max(1, math.floor(n / 2 - half))
+    hi = min(n, math.ceil(1 + n / 2 + half))
+    return statistics.median(xs), xs[lo - 1], xs[hi - 1]
 
 
 # -- micro-benchmarks of the hot path --------------------------------------------------------
@@ -659,9 +669,10 @@ class _NoopContext:
 
 
 def _per_call(stmt: str, names: Dict[str, Any], number: int, repeat: int, per: int = 1) -> float:
-    """Median over ``repeat`` runs of ``number`` executions of ``stmt``, in seconds per call."""
+    """Best of ``repeat`` runs of ``number`` executions of ``stmt``, in seconds per call (the
+    noise of a shared machine only ever adds time, so the best run is the cost)."""
     times = timeit.repeat(stmt, number=number, repeat=repeat, globals=names)
-    return statistics.median(times) / (number * per)
+    return min(times) / (number * per)
 
 
 def micro(device: str, scale: float) -> List[tuple]:
@@ -746,6 +757,8 @@ def startup(repeats: int) -> Dict[str, Any]:
     samples: Dict[str, List[float]] = {}
     loaded: set = set()
     env = {k: v for k, v in os.environ.items() if k != "TORCHWATCH_DISABLE"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(tw.__file__)))  # this torchwatch
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     for _ in range(repeats):
         tmp = tempfile.mkdtemp(prefix="torchwatch-startup-")
         try:
@@ -772,14 +785,14 @@ def _us(seconds: float, signed: bool = False) -> str:
 
 
 def _versions() -> str:
+    from importlib import metadata
+
     parts = [f"Python {platform.python_version()}", f"torch {torch.__version__}"]
-    for name in ("tensorboard", "tqdm", "ignite", "lightning"):
+    for dist in ("tensorboard", "tqdm", "pytorch-ignite", "lightning", "pytorch-lightning"):
         try:
-            module = importlib.import_module(name) if importlib.util.find_spec(name) else None
-        except Exception:
-            module = None
-        if module is not None:
-            parts.append(f"{name} {getattr(module, '__version__', '?')}")
+            parts.append(f"{dist} {metadata.version(dist)}")  # read, not imported
+        except metadata.PackageNotFoundError:
+            pass
     parts.append(f"torchwatch {tw.__version__}")
     return ", ".join(parts)
 
@@ -799,7 +812,7 @@ def _machine(device: str) -> str:
 
 
 def workload_table(rows: List[Row], cuda: bool) -> List[str]:
-    head = ["contender", "shows", "µs/step", "× bare", "overhead µs/step", "syncs/step",
+    head = ["contender", "shows", "µs/step", "× bare", "overhead µs/step [95% CI]", "syncs/step",
             "peak heap KiB"] + (["peak CUDA MiB"] if cuda else []) + ["start-up ms"]
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join([" --- "] * 2 + [" ---: "] * (len(head) - 2)) + "|"]
@@ -811,7 +824,10 @@ def workload_table(rows: List[Row], cuda: bool) -> List[str]:
             cells = [
                 row.label, cls.shows, _us(row.per_step),
                 "" if math.isnan(row.ratio) else f"{row.ratio:.2f}",
-                _us(row.overhead, signed=True), f"{row.syncs:.2f}", f"{row.heap / 1024:.0f}",
+                _us(row.overhead, signed=True) + (
+                    "" if math.isnan(row.overhead) else
+                    f" [{row.overhead_ci[0] * 1e6:.0f}, {row.overhead_ci[1] * 1e6:.0f}]"),
+                f"{row.syncs:.2f}", f"{row.heap / 1024:.0f}",
             ]
             if cuda:
                 cells.append(f"{row.device_memory / 2**20:.2f}")
@@ -832,8 +848,9 @@ def targets(rows: List[Row], steps: int, micro_rows: List[tuple], start: Dict[st
     full, seed = by.get("tw-full"), by.get("seed")
     if full is not None and not math.isnan(full.overhead):
         over = full.overhead * 1e6
+        lo, hi = (v * 1e6 for v in full.overhead_ci)
         check(over <= 5.0, f"torchwatch full costs {over:.1f} µs/step over the bare loop "
-                           "(target ≤ 5, aim ≤ 2)")
+                           f"(95% CI {lo:.0f} to {hi:.0f}; target ≤ 5, aim ≤ 2)")
         intervals = -(-steps // 50)
         check(full.syncs_per_epoch <= intervals + 2,
               f"torchwatch full: {full.syncs_per_epoch} syncs in a {steps}-step epoch, none per "
@@ -855,9 +872,10 @@ def targets(rows: List[Row], steps: int, micro_rows: List[tuple], start: Dict[st
                       f"{peer.label} ({peer.overhead * 1e6:+.1f} µs/step)")
     ref = by.get("py-ref")
     if ref is not None and not math.isnan(ref.overhead) and ref.hot > 0:
+        lo, hi = (v * 1e6 for v in ref.overhead_ci)
         lines.append(f"- for scale: {ref.hot * 1e6:.2f} µs of pure Python, timed alone, costs "
-                     f"{ref.overhead * 1e6:+.1f} µs/step inside this loop on this machine "
-                     f"({ref.overhead / ref.hot:.1f}×)")
+                     f"{ref.overhead * 1e6:+.1f} µs/step [{lo:.0f}, {hi:.0f}] inside this loop "
+                     "on this machine")
     for what, ours, bare, _ in micro_rows:
         if what.startswith("`tw.steps"):
             check(ours - bare <= 1e-6, f"`tw.steps` with every output off: "
@@ -880,7 +898,8 @@ def _parse(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--rounds", type=int, help="timed rounds per workload (quick 8, full 30)")
     parser.add_argument("--steps", type=int, help="steps per epoch (quick 200, full 500)")
-    parser.add_argument("--warmup", type=int, help="untimed epochs per contender, at least 1 (quick 1, full 2)")
+    parser.add_argument("--warmup", type=int,
+                        help="untimed epochs per contender, at least 1 (quick 1, full 2)")
     parser.add_argument("--workloads", default="tiny,small",
                         help=f"comma-separated, of {', '.join(WORKLOADS)}")
     parser.add_argument("--only", default=None,
@@ -964,7 +983,7 @@ def main(argv: Optional[List[str]] = None, command: Optional[str] = None) -> int
         if "micro" in opts.sections and opts.micro > 0:
             log("torchwatch bench: micro-benchmarks ...")
             micro_rows = micro(opts.device, opts.micro)
-            lines = [f"**Hot path** (`timeit`, median of 7, {opts.device}; bare = the "
+            lines = [f"**Hot path** (`timeit`, best of 7, {opts.device}; bare = the "
                      "bare-Python cost of the same shape)", "",
                      "| hot path | torchwatch µs | bare µs | over bare µs | bare shape |",
                      "| --- | ---: | ---: | ---: | --- |"]
