@@ -555,15 +555,15 @@ def test_deleted_logdir_warns_once_and_training_goes_on(tmp_path, model, capsys,
 
 
 def test_raising_writer_warns_once_and_training_goes_on(tmp_path, model, capsys, scalars):
-    """A SummaryWriter whose add_scalar raises costs one warning naming the error."""
+    """A SummaryWriter whose event writing raises costs one warning naming the error."""
     run = tw.init(tmp_path, model=model, log_every=2, progress=False)
 
     def break_writer(epoch):
-        def add_scalar(*args, **kwargs):
+        def add_summary(*args, **kwargs):
             raise RuntimeError("quota exceeded")
 
         if epoch == 0:
-            run.writer("train").add_scalar = add_scalar
+            run.writer("train").file_writer.add_summary = add_summary
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

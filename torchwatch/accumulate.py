@@ -2,8 +2,8 @@
 
 Per ``add`` the hot path appends a detached tensor and its weight to two lists: no kernel, no
 copy, no sync. When an interval closes, each metric's list is stacked and reduced on its own
-device (weighted sum, weight total, count of non-finite values); the results of all metrics are
-packed into one small tensor per device and copied to the host with one non-blocking copy into
+device (two kernels: stack and a float64 sum; equal weights multiply on the host, and a NaN or
+Inf shows up as a non-finite sum, checked on the host); the sums of all metrics are packed into one small tensor per device and copied to the host with one non-blocking copy into
 pinned memory, followed by a CUDA event. ``ready()`` hands back the intervals whose event has
 completed without waiting; ``drain()`` (phase end) waits for the rest: that is the one sync a
 phase may make. Memory stays bounded: long lists are folded into per-metric running partials.
@@ -22,49 +22,65 @@ __all__ = ["Accumulator", "Interval"]
 FOLD_AT = 1024  # buffered tensors before they are folded into running partials on the device
 
 Sums = Dict[str, List[float]]  # name -> [weighted sum, weight total, non-finite count]
+Partial = Tuple[torch.Tensor, float, Any]  # (device sum, host factor, weight total)
+
+SUM, TOTAL, EXTRA = 0, 1, 2  # what an entry of a packed interval holds
+MAX_PARTIALS = 64  # per metric within one interval; more are combined on the device
 
 
 def _acc_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _reduce(values: List[torch.Tensor], weights: List[Any]) -> Tuple[Any, Any, Any]:
-    """(weighted sum, weight total, non-finite count) of one metric's buffered values."""
+def _reduce(values: List[torch.Tensor], weights: List[Any]) -> Partial:
+    """One metric's buffered values as a device sum, a host factor and the weight total.
+
+    Two kernels in the usual case (stack, sum): equal weights multiply on the host, and a
+    non-finite value shows up as a non-finite sum, checked once the sum reaches the host.
+    """
     try:
         stacked = torch.stack(values)
     except RuntimeError:  # values on several devices: gather them where the first one lives
         stacked = torch.stack([v.to(values[0].device, non_blocking=True) for v in values])
     device = stacked.device
-    stacked = stacked.to(_acc_dtype(device))
-    nonfinite = stacked.isfinite().logical_not().sum()
+    dtype = _acc_dtype(device)
     first = weights[0]
     if all(type(w) is float for w in weights):
         total = math.fsum(weights)
         if weights.count(first) == len(weights):
-            return stacked.sum() * first, total, nonfinite
-        w = torch.tensor(weights, dtype=stacked.dtype, pin_memory=device.type == "cuda")
-        return (stacked * w.to(device, non_blocking=True)).sum(), total, nonfinite
+            return stacked.sum(dtype=dtype), first, total
+        w = torch.tensor(weights, dtype=dtype, pin_memory=device.type == "cuda")
+        return (stacked.to(dtype) * w.to(device, non_blocking=True)).sum(), 1.0, total
     w = torch.stack(
         [
-            x.to(device, stacked.dtype) if isinstance(x, torch.Tensor)
-            else torch.full((), x, dtype=stacked.dtype, device=device)
+            x.to(device, dtype) if isinstance(x, torch.Tensor)
+            else torch.full((), x, dtype=dtype, device=device)
             for x in weights
         ]
     )
-    return (stacked * w).sum(), w.sum(), nonfinite
+    return (stacked.to(dtype) * w).sum(), 1.0, w.sum()
+
+
+def _combine(parts: List[Partial]) -> Partial:
+    """Many partials of one metric as one (bounded memory in very long intervals)."""
+    sums = torch.stack([t * f for t, f, _ in parts]).sum()
+    totals = [w for _, _, w in parts]
+    if all(not isinstance(w, torch.Tensor) for w in totals):
+        return sums, 1.0, math.fsum(totals)
+    return sums, 1.0, torch.stack([torch.as_tensor(w, dtype=sums.dtype, device=sums.device)
+                                   for w in totals]).sum()
 
 
 class Interval:
     """One closed interval on its way to the host; ``meta`` is whatever the phase attached."""
 
-    __slots__ = ("meta", "host", "parts", "extra")
+    __slots__ = ("meta", "host", "parts")
 
     def __init__(self, meta: Any, host: Sums) -> None:
         self.meta = meta
         self.host = host  # sums of Python-number values, already on the host
-        # per device: (names, layout, host buffer, event); layout says which fields are tensors
-        self.parts: List[Tuple[List[str], List[Tuple[bool, bool]], torch.Tensor, Any]] = []
-        self.extra: List[Tuple[str, int]] = []  # (name, index) of extra tensors in parts[...]
+        # per device: (entries (name, host factor, SUM|TOTAL|EXTRA), host buffer, event)
+        self.parts: List[Tuple[List[Tuple[str, float, int]], torch.Tensor, Any]] = []
 
     def is_ready(self) -> bool:
         return all(event is None or event.query() for *_, event in self.parts)
@@ -73,27 +89,20 @@ class Interval:
         """The interval's sums (host and device merged) and its extra values, as floats."""
         sums = {k: list(v) for k, v in self.host.items()}
         extras: Dict[str, float] = {}
-        for names, layout, buffer, event in self.parts:
+        for entries, buffer, event in self.parts:
             if event is not None:
                 event.synchronize()  # a no-op when is_ready() said so
-            flat = buffer.tolist()
-            i = 0
-            for name, (has_sum, total_on_device) in zip(names, layout):
-                if not has_sum:  # an extra value, not a metric sum
-                    extras[name] = flat[i]
-                    i += 1
+            for (name, factor, kind), value in zip(entries, buffer.tolist()):
+                if kind == EXTRA:
+                    extras[name] = value
                     continue
-                wsum, nonfinite = flat[i], flat[i + 1]
-                i += 2
-                total = None
-                if total_on_device:
-                    total = flat[i]
-                    i += 1
                 into = sums.setdefault(name, [0.0, 0.0, 0.0])
-                into[0] += wsum
-                into[2] += nonfinite
-                if total is not None:
-                    into[1] += total
+                if kind == TOTAL:
+                    into[1] += value
+                else:
+                    into[0] += value * factor
+                    if not math.isfinite(value):
+                        into[2] += 1
         return sums, extras
 
 
@@ -104,7 +113,7 @@ class Accumulator:
         self.values: Dict[str, List[torch.Tensor]] = {}
         self.weights: Dict[str, List[Any]] = {}
         self.host: Sums = {}
-        self.carry: Dict[str, Tuple[Any, Any, Any]] = {}
+        self.partials: Dict[str, List[Partial]] = {}
         self.buffered = 0
         self.pending: Deque[Interval] = deque()
 
@@ -132,17 +141,14 @@ class Accumulator:
             self.fold()
 
     def fold(self) -> None:
-        """Reduce every buffered list into its running partial, on the device."""
+        """Reduce every buffered list into a partial sum on its device."""
         for name, values in self.values.items():
             if not values:
                 continue
-            wsum, total, nonfinite = _reduce(values, self.weights[name])
-            previous = self.carry.get(name)
-            if previous is not None:
-                wsum, total, nonfinite = (
-                    wsum + previous[0], total + previous[1], nonfinite + previous[2]
-                )
-            self.carry[name] = (wsum, total, nonfinite)
+            parts = self.partials.setdefault(name, [])
+            parts.append(_reduce(values, self.weights[name]))
+            if len(parts) > MAX_PARTIALS:
+                parts[:] = [_combine(parts)]
             values.clear()
             self.weights[name].clear()
         self.buffered = 0
@@ -152,30 +158,28 @@ class Accumulator:
         self.fold()
         interval = Interval(meta, self.host)
         self.host = {}
-        by_device: Dict[torch.device, Tuple[List[str], list, list]] = {}
-        for name, (wsum, total, nonfinite) in self.carry.items():
-            names, layout, tensors = by_device.setdefault(wsum.device, ([], [], []))
-            on_device = isinstance(total, torch.Tensor)
-            names.append(name)
-            layout.append((True, on_device))
-            tensors.append(wsum)
-            tensors.append(nonfinite.to(wsum.dtype))
-            if on_device:
-                tensors.append(total.to(wsum.dtype))
-            else:
-                into = interval.host.setdefault(name, [0.0, 0.0, 0.0])
-                into[1] += total
-        self.carry = {}
+        by_device: Dict[torch.device, Tuple[list, list]] = {}
+        for name, parts in self.partials.items():
+            for tensor, factor, total in parts:
+                entries, tensors = by_device.setdefault(tensor.device, ([], []))
+                entries.append((name, factor, SUM))
+                tensors.append(tensor)
+                if isinstance(total, torch.Tensor):
+                    entries.append((name, 1.0, TOTAL))
+                    tensors.append(total)
+                else:
+                    interval.host.setdefault(name, [0.0, 0.0, 0.0])[1] += total
+        self.partials = {}
         for name, value in (extra or {}).items():
-            names, layout, tensors = by_device.setdefault(value.device, ([], [], []))
-            names.append(name)
-            layout.append((False, False))
-            tensors.append(value.to(_acc_dtype(value.device)))
-        for device, (names, layout, tensors) in by_device.items():
-            packed = torch.stack([t.to(_acc_dtype(device)) for t in tensors])
+            entries, tensors = by_device.setdefault(value.device, ([], []))
+            entries.append((name, 1.0, EXTRA))
+            tensors.append(value.reshape(()) if value.dim() else value)
+        for device, (entries, tensors) in by_device.items():
+            dtype = _acc_dtype(device)
+            packed = torch.stack([t if t.dtype == dtype else t.to(dtype) for t in tensors])
             event = None
             if device.type == "cuda":
-                buffer = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+                buffer = torch.empty(packed.shape, dtype=dtype, pin_memory=True)
                 buffer.copy_(packed, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record()
@@ -183,7 +187,7 @@ class Accumulator:
                 buffer = packed
             else:  # mps, xpu, ...: no pinned path, a plain async-capable copy
                 buffer = packed.to("cpu", non_blocking=True)
-            interval.parts.append((names, layout, buffer, event))
+            interval.parts.append((entries, buffer, event))
         self.pending.append(interval)
         return interval
 
@@ -202,6 +206,6 @@ class Accumulator:
         self.values.clear()
         self.weights.clear()
         self.host = {}
-        self.carry = {}
+        self.partials = {}
         self.pending.clear()
         self.buffered = 0

@@ -51,8 +51,13 @@ class TensorBoardSink:
         if writer is None:
             return
         try:
-            for tag, value in scalars.items():
-                writer.add_scalar(tag, value, step)
+            from tensorboard.compat.proto.summary_pb2 import Summary
+
+            # one event for all the tags of a call: the writer thread's per-event work (a CRC in
+            # pure Python) competes with the training loop for the GIL
+            summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))
+                                     for tag, value in scalars.items()])
+            writer._get_file_writer().add_summary(summary, step)
         except Exception as error:
             self._fail(error)
             return
