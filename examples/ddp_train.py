@@ -73,6 +73,7 @@ def main(argv=None) -> None:
             with tw.phase("sample", model=model.module, reduce=False):
                 tw.log(pred_std=model.module(probe).std())
     tw.close()
+    dist.barrier()  # rank 0 ran a phase of its own: tear down together
     dist.destroy_process_group()
 
 

@@ -512,3 +512,38 @@ def test_no_histograms_by_default(tmp_path, model):
             model(x).sum().backward()
     run.close()
     assert read_histograms(tmp_path / "train") == {}
+
+
+def test_graph_is_written_once_in_eval_mode_with_modes_restored(tmp_path, model):
+    """graph=example writes the model graph once; no BatchNorm statistic moves; modes restored."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model.train()
+    model[1].eval()
+    tw.init(logdir=str(tmp_path), model=model, console=False, graph=torch.randn(3, 4))
+    before = model[1].running_mean.clone()
+    for _ in range(2):
+        with tw.phase("train"):
+            tw.log(loss=1.0)
+    assert torch.equal(model[1].running_mean, before)
+    assert model.training and not model[1].training and model[0].training
+    tw.close()
+    acc = EventAccumulator(str(tmp_path / "train"))
+    acc.Reload()
+    assert acc.Tags()["graph"] is True
+    names = {node.op for node in acc.Graph().node}
+    assert any("linear" in op.lower() for op in names)
+
+
+def test_graph_that_cannot_be_traced_warns_and_training_goes_on(tmp_path, model):
+    """An example input the model rejects costs one warning; the epoch is still written."""
+    tw.init(logdir=str(tmp_path), model=model, console=False, graph=torch.randn(3, 99))
+    with pytest.warns(tw.TorchwatchWarning, match=r"could not write the graph of Sequential"):
+        with tw.phase("train"):
+            tw.log(loss=1.0)
+    tw.close()
+    from .conftest import read_scalars
+
+    assert read_scalars(tmp_path / "train")["epoch/loss"] == [(0, 1.0)]
+    with pytest.raises(TypeError, match="graph must be an example input"):
+        tw.init(logdir=str(tmp_path), graph="x")

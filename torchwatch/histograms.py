@@ -1,4 +1,5 @@
-"""Parameter and gradient histograms, every N epochs, for ``Run(histograms=N)``.
+"""Opt-in TensorBoard extras: histograms every N epochs (``histograms=N``), the graph once
+(``graph=example_input``).
 
 Written at the end of a top-level train phase whose epoch, as the console shows it, is a multiple
 of N (N=5: the 5th, 10th, ... epoch), to that phase's folder, at step = epoch like the
@@ -10,15 +11,18 @@ synchronises a GPU once per tensor; that is why it only happens every N epochs.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Iterator, Tuple
 
 import torch
+
+from .values import warn
 
 if TYPE_CHECKING:  # pragma: no cover
     from .phase import Phase
     from .run import Run
 
-__all__ = ["write_histograms"]
+__all__ = ["write_graph", "write_histograms"]
 
 
 def _named_parameters(run: "Run", phase: "Phase") -> Iterator[Tuple[str, torch.nn.Parameter]]:
@@ -50,3 +54,32 @@ def write_histograms(run: "Run", phase: "Phase") -> None:
                 writer.add_histogram(f"grads/{name}", _host(parameter.grad), epoch)
     except Exception as error:  # the sink's policy: warn once, TensorBoard off, training goes on
         sink._fail(error)
+
+
+def write_graph(run: "Run", phase: "Phase") -> None:
+    """The graph of the phase's first model, once, traced on ``run.graph``.
+
+    Tracing runs a forward pass, so it runs in eval mode under ``no_grad`` (no BatchNorm
+    statistics move, no graph is kept) and every module's own mode is restored afterwards. A
+    model that cannot be traced costs one warning; training and the other outputs go on.
+    """
+    example, run.graph = run.graph, None  # once, whatever happens
+    writer = run.writer(phase.name)
+    if writer is None or not phase.models:
+        return
+    model = phase.models[0]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's notice
+            writer.add_graph(model, example)
+    except Exception as error:
+        warn(
+            f"torchwatch: could not write the graph of {type(model).__name__} (graph=): tracing "
+            f"failed with {error!r:.200}; training goes on. Pass an example input the model "
+            "accepts, or leave graph= out"
+        )
+    finally:
+        for module, training in modes:
+            module.training = training

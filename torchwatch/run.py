@@ -121,6 +121,7 @@ class Run:
         enabled: bool = True,
         scaler: Any = None,
         histograms: Optional[int] = None,
+        graph: Any = None,
         clock: Optional[Callable[[], float]] = None,
     ) -> None:
         self.models = _as_models(model, "model")
@@ -153,6 +154,16 @@ class Run:
             )
         self.scaler = scaler
         self.histograms = histograms
+        if graph is not None and not (
+            isinstance(graph, torch.Tensor)
+            or (isinstance(graph, (tuple, list)) and graph
+                and all(isinstance(t, torch.Tensor) for t in graph))
+        ):
+            raise TypeError(
+                f"graph must be an example input for the model (a tensor or a tuple of tensors) "
+                f"or None, got {graph!r:.80}"
+            )
+        self.graph = tuple(graph) if isinstance(graph, list) else graph
         self.total_epochs = total_epochs
         self.log_every = log_every
         self.progress = progress
@@ -402,6 +413,10 @@ class Run:
                 from .histograms import write_histograms
 
                 write_histograms(self, phase)
+            if self.graph is not None and phase.is_train and not phase.nested:
+                from .histograms import write_graph
+
+                write_graph(self, phase)
             self.tensorboard.flush()  # on disk before the line that reports it
         if self.console is not None:
             label = epoch_label(self.display_epoch(record.epoch), self.total_epochs)
