@@ -186,6 +186,9 @@ def test_method_finds_self_model_and_explicit_epoch(tmp_path, capsys):
     assert not trainer.model.training
     assert Trainer.train_epoch.__doc__ == "Train one epoch."
     assert Trainer.train_epoch.__name__ == "train_epoch"
+    import inspect
+
+    assert list(inspect.signature(trainer.train_epoch).parameters) == ["epoch", "scale"]
     tw.close()
     out = capsys.readouterr().out
     assert "Epoch [1/3] train  loss 1.000" in out and "Epoch [3/3] train  loss 3.000" in out
@@ -502,3 +505,15 @@ def test_gan_train_phases_share_an_epoch(tmp_path):
         ("train_D", 0), ("train_G", 0), ("val", 0), ("train_D", 1), ("train_G", 1), ("val", 1)]
     tw.close()
     assert [s for s, _ in read_scalars(tmp_path / "train_G")["epoch/loss"]] == [0, 1]
+
+
+def test_phase_names_are_folders_under_the_logdir(tmp_path):
+    """A phase name with a slash is a nested run folder; one that climbs out is refused."""
+    tw.init(logdir=str(tmp_path), console=False)
+    with tw.phase("val/fold1"):
+        tw.log(loss=0.5)
+    tw.close()
+    assert read_scalars(tmp_path / "val" / "fold1")["epoch/loss"] == [(0, 0.5)]
+    for bad in ("", "/abs", "../up", 3):
+        with pytest.raises(ValueError, match="phase name must be a non-empty str"):
+            tw.phase(bad)

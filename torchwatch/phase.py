@@ -78,8 +78,12 @@ class Phase:
         models: Optional[List[torch.nn.Module]] = None,
         source: Optional[str] = None,
     ) -> None:
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ValueError(f"phase name must be a non-empty str without '/', got {name!r}")
+        if (not isinstance(name, str) or not name or name.startswith("/")
+                or ".." in name.split("/")):
+            raise ValueError(
+                f"phase name must be a non-empty str naming a folder under the logdir "
+                f"(e.g. 'val' or 'val/fold1'), got {name!r}"
+            )
         if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
             raise TypeError(f"epoch must be an int or None, got {epoch!r}")
         self.run = run
