@@ -909,6 +909,18 @@ def test_on_nan_raise_on_a_returned_value_raises_at_phase_end(tmp_path, scalars)
     assert math.isnan(scalars(tmp_path / "val")["epoch/loss"][0][1])
 
 
+def test_on_nan_raise_on_a_logged_value_raises_after_the_phase_is_written(tmp_path, scalars):
+    """on_nan='raise' and a NaN logged in the last interval of a phase: the phase's record and
+    line are written first, then NonFiniteError follows."""
+    run = tw.init(tmp_path, model=nn.Linear(1, 1), console=False, on_nan="raise")
+    with pytest.raises(tw.NonFiniteError, match="metric 'loss' of phase 'val'"):
+        with tw.phase("val"):
+            tw.log(loss=torch.tensor(float("nan")), acc=torch.tensor(0.5))
+    assert run.history[0].metrics["acc"] == 0.5
+    tw.close()
+    assert math.isnan(scalars(tmp_path / "val")["epoch/loss"][0][1])
+
+
 def test_on_nan_ignore_is_silent_and_records_the_nan(tmp_path, scalars):
     """on_nan='ignore': no warning at all, the NaN is recorded."""
     run = tw.init(tmp_path, model=nn.Linear(1, 1), console=False, log_every=5, on_nan="ignore")

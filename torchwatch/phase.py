@@ -16,7 +16,7 @@ import torch
 from .accumulate import Accumulator, Interval
 from .clocks import Marker, cuda_in_use
 from .dynamo import prepare_if_loaded
-from .values import flatten, scalar
+from .values import NonFiniteError, flatten, scalar
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
@@ -101,6 +101,8 @@ class Phase:
         self.returned: Dict[str, Any] = {}
         self.weight = 1.0  # default weight of tw.log: the samples of the current step, else 1
         self.in_step = False
+        self.finishing = False
+        self.deferred: Optional[BaseException] = None
 
     # -- entry and exit ------------------------------------------------------------------------
     def __enter__(self) -> "Phase":
@@ -286,17 +288,23 @@ class Phase:
             self.run.write_interval(self, means, info, scale)
         if self.bar is not None and means:
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
-        for name, (_, _, nonfinite) in sums.items():
-            if nonfinite:
-                where = (f"steps {info.first_step}-{info.last_step}" if info is not None
-                         else None)
-                self.run.nonfinite(self, name, where)
+        try:
+            for name, (_, _, nonfinite) in sums.items():
+                if nonfinite:
+                    where = (f"steps {info.first_step}-{info.last_step}" if info is not None
+                             else None)
+                    self.run.nonfinite(self, name, where)
+        except NonFiniteError as error:
+            if not self.finishing:
+                raise
+            self.deferred = self.deferred or error  # raised once the phase is written
         return extras
 
     # -- the end -------------------------------------------------------------------------------
     def _finish(self) -> None:
         # the end is marked before the copy is queued, so waiting for the copy completes it
         end = Marker(self.run.clock, self.cuda)
+        self.finishing = True
         extra = {k: v for k, v in self.returned.items() if isinstance(v, torch.Tensor)}
         self.close_interval(extra)
         extras: Dict[str, float] = {}
@@ -322,6 +330,8 @@ class Phase:
             self.run.global_step, self.nested,
         )
         self.run.phase_done(self, time_s, wait)
+        if self.deferred is not None:
+            raise self.deferred
         for name, value in self.metrics.items():
             if not math.isfinite(value) and name in self.returned:
                 self.run.nonfinite(self, name, None)
