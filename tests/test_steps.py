@@ -259,3 +259,15 @@ def test_progress_never_with_ci_set(monkeypatch):
     assert tw.Run(tensorboard=False).bar_wanted() is False
     assert tw.Run(tensorboard=False, progress=True).bar_wanted() is True
     assert tw.Run(tensorboard=False, progress=False).bar_wanted() is False
+
+
+def test_unknown_samples_write_no_throughput(tmp_path):
+    """Steps over items without tensors write no samples/s, step or epoch, rather than a 0 curve."""
+    tw.init(logdir=str(tmp_path), console=False, log_every=2)
+    with tw.phase("train"):
+        for _ in tw.steps(["a", "b", "c"]):
+            tw.log(loss=1.0)
+    tw.close()
+    written = read_scalars(tmp_path / "train")
+    assert "step/samples_per_s" not in written and "epoch/samples_per_s" not in written
+    assert [s for s, _ in written["step/data_wait_frac"]] == [2, 3]

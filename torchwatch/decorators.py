@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 import wrapt
@@ -20,6 +20,7 @@ __all__ = ["watch_epoch", "watch_step"]
 
 
 def _refuse_generators(wrapped: Callable, decorator: str) -> None:
+    wrapped = getattr(wrapped, "__func__", wrapped)  # a classmethod or staticmethod object
     if inspect.isgeneratorfunction(wrapped) or inspect.isasyncgenfunction(wrapped):
         kind = "generator"
     elif inspect.iscoroutinefunction(wrapped):
@@ -40,27 +41,35 @@ def _check_names(names: Any) -> Optional[tuple]:
     return tuple(names)
 
 
-def _epoch_position(wrapped: Callable) -> Optional[int]:
-    """Index of a positional ``epoch`` parameter, or None (-1 when only a keyword)."""
+def _epoch_position(wrapped: Callable) -> Tuple[Optional[int], bool]:
+    """Where a caller's ``epoch`` can be: the index of a positional ``epoch`` parameter (-1 when
+    it can only be a keyword, ``**kwargs`` included; None when nowhere), and whether the signature
+    counts a ``self``/``cls`` that wrapt will not pass in ``args`` (plain functions defined in a
+    class and classmethod/staticmethod objects; a bound method's signature has none)."""
+    descriptor = isinstance(wrapped, (classmethod, staticmethod))
+    function = wrapped.__func__ if descriptor else wrapped
+    counts_self = not inspect.ismethod(wrapped) and not isinstance(wrapped, staticmethod)
     try:
-        params = list(inspect.signature(wrapped).parameters.values())
+        params = list(inspect.signature(function).parameters.values())
     except (TypeError, ValueError):
-        return None
+        return None, counts_self
     for i, p in enumerate(params):
         if p.name == "epoch":
             positional = p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            return i if positional else -1
-    return None
+            return (i if positional else -1), counts_self
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return -1, counts_self
+    return None, counts_self
 
 
-def _explicit_epoch(position: Optional[int], is_method: bool, args: tuple, kwargs: dict) -> Any:
+def _explicit_epoch(position: Optional[int], skip_self: bool, args: tuple, kwargs: dict) -> Any:
     """The ``epoch`` the caller passed (a parameter's default does not count)."""
     if position is None:
         return None
     if "epoch" in kwargs:
         return kwargs["epoch"]
     if position >= 0:
-        index = position - 1 if is_method else position
+        index = position - 1 if skip_self else position
         if 0 <= index < len(args):
             return args[index]
     return None
@@ -94,14 +103,15 @@ def watch_epoch(
         raise TypeError(f"phase must be a non-empty str, got {phase!r}")
     _refuse_generators(wrapped, "watch_epoch")
     names = _check_names(names)
-    position = _epoch_position(wrapped)
+    position, counts_self = _epoch_position(wrapped)
     label = f"{phase} phase of {getattr(wrapped, '__qualname__', wrapped)}()"
     returned_by = f"returned by {getattr(wrapped, '__qualname__', wrapped)}()"
 
     @wrapt.decorator
     def wrapper(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         active = _run_of(run)
-        epoch = _explicit_epoch(position, _is_method(wrapped, instance), args, kwargs)
+        # wrapt passes args without self/cls when it has an instance
+        epoch = _explicit_epoch(position, counts_self and instance is not None, args, kwargs)
         if isinstance(epoch, torch.Tensor) or not isinstance(epoch, int) or isinstance(epoch, bool):
             epoch = None
         if model is not None:
@@ -120,12 +130,6 @@ def watch_epoch(
         return result
 
     return wrapper(wrapped)
-
-
-def _is_method(wrapped: Any, instance: Any) -> bool:
-    # for methods (and classmethods) wrapt passes args without self/cls, which the signature
-    # read at decoration time still counts
-    return instance is not None
 
 
 def watch_step(

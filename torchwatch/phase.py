@@ -102,6 +102,7 @@ class Phase:
         self.weight = 1.0  # default weight of tw.log: the samples of the current step, else 1
         self.in_step = False
         self.finishing = False
+        self.wait_known = False  # set by tw.steps, which times next(); @watch_step alone cannot
         self.deferred: Optional[BaseException] = None
 
     # -- entry and exit ------------------------------------------------------------------------

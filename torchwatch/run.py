@@ -378,8 +378,10 @@ class Run:
         scalars.update({f"step/{k}": v for k, v in means.items()})
         if seconds > 0:
             scalars["step/time_ms"] = 1000.0 * seconds / info.steps
-            scalars["step/samples_per_s"] = info.samples / seconds
-            scalars["step/data_wait_frac"] = min(info.data_wait_s / seconds, 1.0)
+            if info.samples:
+                scalars["step/samples_per_s"] = info.samples / seconds
+            if phase.wait_known:
+                scalars["step/data_wait_frac"] = min(info.data_wait_s / seconds, 1.0)
         if phase.cuda:
             scalars["step/memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
             torch.cuda.reset_peak_memory_stats()
@@ -395,7 +397,8 @@ class Run:
         if phase.is_train:  # a user metric named like an automatic one replaces it
             metrics.update({k: v for k, v in self.learning_rates().items() if k not in metrics})
         per_s = record.samples / time_s if record.samples and time_s > 0 else None
-        wait = min(data_wait_s / time_s, 1.0) if record.steps and time_s > 0 else None
+        known = record.steps and phase.wait_known and time_s > 0
+        wait = min(data_wait_s / time_s, 1.0) if known else None
         if self.tensorboard is not None:
             if phase.nested:
                 tags = {f"step/{k}": v for k, v in metrics.items()}

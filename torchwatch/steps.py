@@ -119,6 +119,7 @@ def _watched(phase: Phase, spec: Steps) -> Iterator:
     fixed = spec.batch_size
     bar = _bar(phase, spec)
     outer_bar, phase.bar = phase.bar, bar
+    phase.wait_known = True
     iterator = iter(spec.iterable)
     try:
         while True:
@@ -153,6 +154,7 @@ def _accumulating(phase: Phase, spec: Steps) -> Iterator:
     every = spec.accumulate
     bar = _bar(phase, spec)
     outer_bar, phase.bar = phase.bar, bar
+    phase.wait_known = True
     iterator = iter(spec.iterable)
     left, samples, waited = every, 0, 0.0
     try:
