@@ -259,7 +259,8 @@ class Phase:
             info = IntervalInfo(
                 self.interval_first, self.run.global_step, self.interval_steps,
                 self.interval_samples, self.interval_wait, self.interval_start,
-                Marker(self.run.clock, self.cuda), self.run.learning_rates(),
+                Marker(self.run.clock, self.cuda),
+                self.run.learning_rates() if self.run.tensorboard is not None else {},
             )
         closing = extra is not None  # the phase's last interval: _finish drains it
         scale = None
