@@ -224,7 +224,22 @@ class Bare(Contender):
         probe.stop()
 
 
-class TorchwatchEpoch(Contender):
+class Watched(Contender):
+    """A torchwatch contender: ``__init__`` builds ``self.run`` and ``self.train_one_epoch``."""
+
+    run: Any
+    train_one_epoch: Any
+
+    def epoch(self, probe: Probe) -> None:
+        probe.start()
+        self.train_one_epoch(self.model, self.batches, self.optimizer)
+        probe.stop()
+
+    def close(self) -> None:
+        self.run.close()
+
+
+class TorchwatchEpoch(Watched):
     key, label = "tw-epoch", "torchwatch epoch-only"
     shows = "epoch line + epoch curves, modes, epoch time"
 
@@ -246,16 +261,8 @@ class TorchwatchEpoch(Contender):
 
         self.train_one_epoch = train_one_epoch
 
-    def epoch(self, probe: Probe) -> None:
-        probe.start()
-        self.train_one_epoch(self.model, self.batches, self.optimizer)
-        probe.stop()
 
-    def close(self) -> None:
-        self.run.close()
-
-
-class TorchwatchFull(Contender):
+class TorchwatchFull(Watched):
     key, label = "tw-full", "torchwatch full"
     shows = "bar, step curves, step time, samples/s, epoch line"
     options: Dict[str, Any] = {"progress": True}
@@ -275,14 +282,6 @@ class TorchwatchFull(Contender):
                 tw.log(loss=loss)
 
         self.train_one_epoch = train_one_epoch
-
-    def epoch(self, probe: Probe) -> None:
-        probe.start()
-        self.train_one_epoch(self.model, self.batches, self.optimizer)
-        probe.stop()
-
-    def close(self) -> None:
-        self.run.close()
 
 
 class TorchwatchQuiet(TorchwatchFull):

@@ -16,7 +16,7 @@ import torch
 from .accumulate import Accumulator, Interval
 from .clocks import Marker, cuda_in_use
 from .dynamo import prepare_if_loaded
-from .values import NonFiniteError, flatten, scalar
+from .values import NonFiniteError, describe, flatten, scalar
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
@@ -213,16 +213,12 @@ class Phase:
                 return float(n)
         except OverflowError:
             pass
-        from .values import describe
-
         where = source or f"logged in {self.source}"
         self.run.report("n", f"n= {where}: got {describe(n)}; pass the number of samples as an "
                              "int, a float or a one-element tensor (the default weight was used)")
         return self.weight
 
     def _bad(self, name: str, item: Any, fix: str, source: Optional[str]) -> None:
-        from .values import describe
-
         where = source or f"logged in {self.source}"
         self.run.report(name, f"metric '{name}' {where}: got {describe(item)}; {fix}")
 

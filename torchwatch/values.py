@@ -7,7 +7,6 @@ this module reads a tensor's value, so normalising a value never synchronises wi
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import os
 import sys
@@ -166,7 +165,3 @@ def reporter(strict: bool, seen: set) -> Report:
             warn(text)
 
     return report
-
-
-def is_finite(value: float) -> bool:
-    return math.isfinite(value)
