@@ -11,11 +11,14 @@ import subprocess
 import sys
 import termios
 import textwrap
+import time
 
 import pytest
 import torch
 
 import torchwatch as tw
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from .conftest import read_scalars
 
@@ -196,7 +199,7 @@ def test_long_phase_without_steps_folds_buffers_on_the_device():
     with tw.phase("val") as p:
         for i in range(3 * FOLD_AT + 7):
             tw.log(loss=torch.tensor(float(i % 10)), n=1 + i % 2)
-        assert p.acc.buffered < FOLD_AT
+        assert len(p.acc.values["loss"]) < FOLD_AT
     total = sum((i % 10) * (1 + i % 2) for i in range(3 * FOLD_AT + 7))
     weight = sum(1 + i % 2 for i in range(3 * FOLD_AT + 7))
     assert p.metrics["loss"] == pytest.approx(total / weight)
@@ -205,9 +208,9 @@ def test_long_phase_without_steps_folds_buffers_on_the_device():
 SCRIPT = textwrap.dedent(
     """
     import time, torch, torchwatch as tw
-    tw.init(logdir={logdir!r}, total_epochs=1)
+    tw.init(logdir={logdir!r}, total_epochs=1, log_every={log_every})
     with tw.phase("train"):
-        for x in tw.steps(range(30)):
+        for x in tw.steps(range({steps})):
             time.sleep(0.01)
             tw.log(loss=torch.tensor(0.5))
     tw.close()
@@ -215,10 +218,11 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run_script(tmp_path, stderr_tty):
+def _run_script(tmp_path, stderr_tty, steps=30, log_every=50):
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     script = tmp_path / "loop.py"
-    script.write_text(SCRIPT.format(logdir=str(tmp_path / "runs")))
+    script.write_text(SCRIPT.format(logdir=str(tmp_path / "runs"), steps=steps,
+                                    log_every=log_every))
     if not stderr_tty:
         with open(tmp_path / "err.txt", "w") as err:
             out = subprocess.run([sys.executable, str(script)], stdout=subprocess.PIPE,
@@ -253,6 +257,16 @@ def test_progress_bar_shows_on_a_terminal_only(tmp_path):
     assert "Epoch [1/1] train  loss 0.5000" in out
 
 
+def test_progress_bar_redraws_at_most_ten_times_a_second_with_the_interval_means(tmp_path):
+    """The bar of 80 steps of 10 ms is drawn about 8 times, not 80, ends at 80/80 and shows the
+    loss of the intervals that closed as its postfix."""
+    out, err = _run_script(tmp_path, stderr_tty=True, steps=80, log_every=5)
+    draws = err.count("\r")
+    assert "80/80" in err and "loss=0.5" in err
+    assert 2 <= draws <= 80 * 0.01 / 0.1 + 6, err
+    assert "Epoch [1/1] train  loss 0.5000" in out
+
+
 def test_progress_never_with_ci_set(monkeypatch):
     """With CI set, progress="auto" shows no bar even on a terminal; progress=True forces one."""
     monkeypatch.setenv("CI", "true")
@@ -271,3 +285,26 @@ def test_unknown_samples_write_no_throughput(tmp_path):
     written = read_scalars(tmp_path / "train")
     assert "step/samples_per_s" not in written and "epoch/samples_per_s" not in written
     assert [s for s, _ in written["step/data_wait_frac"]] == [2, 3]
+
+
+def test_step_curves_reach_the_writer_during_a_long_phase_with_their_own_times(tmp_path):
+    """Interval events are handed to the SummaryWriter about once a second while the phase runs
+    (readable after a flush of the user's own), each with the wall time it was logged at."""
+    run = tw.init(logdir=str(tmp_path), console=False, log_every=5)
+    seen_mid_phase = None
+    with tw.phase("train"):
+        for i in tw.steps(range(60)):
+            time.sleep(0.04)
+            tw.log(loss=torch.tensor(float(i)))
+            if i == 54:  # 2.2 s in: the hand-offs at about 0 s and 1 s and 2 s have happened
+                run.writer("train").flush()
+                seen_mid_phase = read_scalars(tmp_path / "train").get("step/loss", [])
+    tw.close()
+    assert [s for s, _ in seen_mid_phase][:4] == [5, 10, 15, 20]
+    acc = EventAccumulator(str(tmp_path / "train"))
+    acc.Reload()
+    events = acc.Scalars("step/loss")
+    assert [e.step for e in events] == list(range(5, 61, 5))
+    assert [e.value for e in events] == [sum(range(s - 5, s)) / 5 for s in range(5, 61, 5)]
+    gaps = [b.wall_time - a.wall_time for a, b in zip(events, events[1:])]
+    assert min(gaps) >= 5 * 0.04 * 0.9  # not stamped when handed over together

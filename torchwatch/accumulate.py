@@ -1,7 +1,7 @@
 """Device-side sums of logged metrics that reach the host once per interval, read when ready.
 
-Per ``add`` the hot path appends a detached tensor and its weight to two lists: no kernel, no
-copy, no sync. When an interval closes, each metric's list is stacked and reduced on its own
+Per ``add`` the hot path appends a (detached tensor, weight) pair to the metric's list: no
+kernel, no copy, no sync. When an interval closes, each metric's list is stacked and reduced on its own
 device (two kernels: stack and a float64 sum; equal weights multiply on the host, and a NaN or
 Inf shows up as a non-finite sum, checked on the host); the sums of all metrics are packed into one small tensor per device and copied to the host with one non-blocking copy into
 pinned memory, followed by a CUDA event. ``ready()`` hands back the intervals whose event has
@@ -19,7 +19,7 @@ import torch
 
 __all__ = ["Accumulator", "Interval"]
 
-FOLD_AT = 1024  # buffered tensors before they are folded into running partials on the device
+FOLD_AT = 1024  # buffered values of a metric before they are folded into a partial on the device
 
 Sums = Dict[str, List[float]]  # name -> [weighted sum, weight total, non-finite count]
 Partial = Tuple[torch.Tensor, float, Any]  # (device sum, host factor, weight total)
@@ -32,12 +32,14 @@ def _acc_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _reduce(values: List[torch.Tensor], weights: List[Any]) -> Partial:
-    """One metric's buffered values as a device sum, a host factor and the weight total.
+def _reduce(pairs: List[Tuple[torch.Tensor, Any]]) -> Partial:
+    """One metric's buffered (value, weight) pairs as a device sum, a host factor and the
+    weight total.
 
     Two kernels in the usual case (stack, sum): equal weights multiply on the host, and a
     non-finite value shows up as a non-finite sum, checked once the sum reaches the host.
     """
+    values, weights = [v for v, _ in pairs], [w for _, w in pairs]
     try:
         stacked = torch.stack(values)
     except RuntimeError:  # values on several devices: gather them where the first one lives
@@ -45,10 +47,10 @@ def _reduce(values: List[torch.Tensor], weights: List[Any]) -> Partial:
     device = stacked.device
     dtype = _acc_dtype(device)
     first = weights[0]
-    if all(type(w) is float for w in weights):
+    if not any(type(w) is torch.Tensor for w in weights):  # ints (samples) and floats (n=)
         total = math.fsum(weights)
         if weights.count(first) == len(weights):
-            return stacked.sum(dtype=dtype), first, total
+            return stacked.sum(dtype=dtype), float(first), total
         w = torch.tensor(weights, dtype=dtype, pin_memory=device.type == "cuda")
         return (stacked.to(dtype) * w.to(device, non_blocking=True)).sum(), 1.0, total
     w = torch.stack(
@@ -110,48 +112,43 @@ class Accumulator:
     """One phase's logged metrics: buffered per step, reduced per interval, totalled on the host."""
 
     def __init__(self) -> None:
-        self.values: Dict[str, List[torch.Tensor]] = {}
-        self.weights: Dict[str, List[Any]] = {}
+        # name -> [(detached one-element tensor, weight), ...]; Phase.log appends to it directly
+        self.values: Dict[str, List[Tuple[torch.Tensor, Any]]] = {}
         self.host: Sums = {}
         self.partials: Dict[str, List[Partial]] = {}
-        self.buffered = 0
         self.pending: Deque[Interval] = deque()
 
     def add(self, name: str, value: Any, weight: Any) -> None:
-        """Record one value (a float or a detached one-element tensor) with its weight."""
+        """Record one value (a float or a detached one-element tensor) with its weight (a
+        number, or a one-element tensor)."""
         if type(value) is float:
             sums = self.host.get(name)
             if sums is None:
                 sums = self.host[name] = [0.0, 0.0, 0.0]
-            if type(weight) is float:
+            if type(weight) is not torch.Tensor:
                 sums[0] += value * weight
                 sums[1] += weight
                 if value - value != 0.0:  # NaN or Inf, without a function call
                     sums[2] += 1
                 return
             value = torch.full((), value, dtype=torch.float64, device=weight.device)
-        values = self.values.get(name)
-        if values is None:
-            values = self.values[name] = []
-            self.weights[name] = []
-        values.append(value)
-        self.weights[name].append(weight)
-        self.buffered += 1
-        if self.buffered >= FOLD_AT:
+        pairs = self.values.get(name)
+        if pairs is None:
+            pairs = self.values[name] = []
+        pairs.append((value, weight))
+        if len(pairs) >= FOLD_AT:
             self.fold()
 
     def fold(self) -> None:
         """Reduce every buffered list into a partial sum on its device."""
-        for name, values in self.values.items():
-            if not values:
+        for name, pairs in self.values.items():
+            if not pairs:
                 continue
             parts = self.partials.setdefault(name, [])
-            parts.append(_reduce(values, self.weights[name]))
+            parts.append(_reduce(pairs))
             if len(parts) > MAX_PARTIALS:
                 parts[:] = [_combine(parts)]
-            values.clear()
-            self.weights[name].clear()
-        self.buffered = 0
+            pairs.clear()
 
     def close(self, meta: Any = None, extra: Optional[Dict[str, torch.Tensor]] = None) -> Interval:
         """End the current interval and start its copy to the host; nothing waits here."""
@@ -176,7 +173,8 @@ class Accumulator:
             tensors.append(value.reshape(()) if value.dim() else value)
         for device, (entries, tensors) in by_device.items():
             dtype = _acc_dtype(device)
-            packed = torch.stack([t if t.dtype == dtype else t.to(dtype) for t in tensors])
+            tensors = [t if t.dtype == dtype else t.to(dtype) for t in tensors]
+            packed = torch.stack(tensors) if len(tensors) > 1 else tensors[0].reshape(1)
             event = None
             if device.type == "cuda":
                 buffer = torch.empty(packed.shape, dtype=dtype, pin_memory=True)
@@ -204,8 +202,6 @@ class Accumulator:
     def discard(self) -> None:
         """Forget everything buffered (a phase interrupted by an exception)."""
         self.values.clear()
-        self.weights.clear()
         self.host = {}
         self.partials = {}
         self.pending.clear()
-        self.buffered = 0

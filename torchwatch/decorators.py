@@ -157,15 +157,13 @@ def watch_step(
                 phase.log(result, None, {}, names, source)
             return result
         rows = first_tensor_rows(args) or 0
-        phase.in_step = True
-        phase.weight = float(rows) if rows else 1.0
+        phase.step_weight = rows or 1.0
         try:
             result = wrapped(*args, **kwargs)
             if result is not None:
                 phase.log(result, None, {}, names, source)
         finally:
-            phase.in_step = False
-            phase.weight = 1.0
+            phase.step_weight = None
         phase.end_step(rows, 0.0)
         return result
 

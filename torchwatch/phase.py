@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequenc
 
 import torch
 
-from .accumulate import Accumulator, Interval
+from .accumulate import FOLD_AT, Accumulator, Interval
 from .clocks import Marker, cuda_in_use
 from .dynamo import prepare_if_loaded
 from .values import NonFiniteError, describe, flatten, scalar
@@ -97,10 +97,9 @@ class Phase:
         self.metrics: Dict[str, float] = {}
         self.record: Optional[PhaseRecord] = None
         self.on = run.enabled
-        self.bar: Any = None
         self.returned: Dict[str, Any] = {}
-        self.weight = 1.0  # default weight of tw.log: the samples of the current step, else 1
-        self.in_step = False
+        # inside a step of tw.steps or @watch_step: its samples (or 1), tw.log's default weight
+        self.step_weight: Optional[float] = None
         self.finishing = False
         self.wait_known = False  # set by tw.steps, which times next(); @watch_step alone cannot
         self.deferred: Optional[BaseException] = None
@@ -126,6 +125,7 @@ class Phase:
             self.cuda = cuda_in_use()
             self.steps = self.samples = 0
             self.data_wait_s = 0.0
+            self.postfix: Dict[str, str] = {}  # the progress bar's latest interval means
             self.totals: Dict[str, List[float]] = {}
             self._open_interval()
             self.start = self.interval_start
@@ -154,54 +154,65 @@ class Phase:
             elif self in stack:
                 stack.remove(self)
 
+    @property
+    def in_step(self) -> bool:
+        return self.step_weight is not None
+
     # -- recording -----------------------------------------------------------------------------
     def log(self, value: Any, n: Any, metrics: Dict[str, Any], names: Optional[Sequence[str]] = None,
             source: Optional[str] = None) -> None:
-        """Record logged values; the hot path for a tensor or a number costs a microsecond."""
+        """Record logged values. The hot path, a 0-dim tensor under a name already logged in this
+        phase, is one ``detach`` and one append; everything else goes through ``_log_one``."""
         if not self.on:
             return
         if n is None:
-            weight = self.weight
+            weight = self.step_weight or 1.0
         elif type(n) is int or type(n) is float:
             weight = float(n) if -1e300 < n < 1e300 else self._weight(n, source)
         else:
             weight = self._weight(n, source)
-        add = self.acc.add
         if value is not None:
-            if (type(value) is torch.Tensor and not value.dim() and names is None
-                    and not value.dtype.is_complex):  # a 0-dim loss, the usual case, first
-                add("loss", value.detach() if value.requires_grad else value, weight)
-            elif type(value) is torch.Tensor and value.numel() == 1 and names is None:
-                good, fix = scalar(value)
-                add("loss", good, weight) if fix is None else self._bad("loss", value, fix, source)
-            else:
-                for name, good in flatten(value, names, source or f"logged in {self.source}",
-                                          self.run.report):
-                    add(name, good, weight)
+            self._log_value(value, weight, names, source)
+        buffered = self.acc.values
         for name, item in metrics.items():
-            if type(item) is torch.Tensor:
-                if not item.dim():  # a 0-dim loss, the usual case, first
-                    if not item.dtype.is_complex:
-                        add(name, item.detach() if item.requires_grad else item, weight)
-                        continue
-                elif item.numel() == 1 and not item.dtype.is_complex:
-                    if item.requires_grad:
-                        item = item.detach()
-                    add(name, item.reshape(()), weight)
+            if type(item) is torch.Tensor and not item.dim() and not item.dtype.is_complex:
+                pairs = buffered.get(name)
+                if pairs is not None and len(pairs) < FOLD_AT - 1:
+                    pairs.append((item.detach() if item.requires_grad else item, weight))
                     continue
-            elif item is None:
-                continue
-            elif type(item) is float or type(item) is int:
-                try:
-                    add(name, float(item), weight)
-                    continue
-                except OverflowError:  # an int beyond float range, explained by scalar()
-                    pass
-            good, fix = scalar(item)
-            if fix is None:
-                add(name, good, weight)
-            else:
-                self._bad(name, item, fix, source)
+            self._log_one(name, item, weight, source)
+
+    def _log_value(self, value: Any, weight: Any, names: Optional[Sequence[str]],
+                   source: Optional[str]) -> None:
+        """The positional value of ``tw.log`` or a ``@watch_step``'s return value."""
+        if type(value) is torch.Tensor and value.numel() == 1 and names is None:
+            self._log_one("loss", value, weight, source)
+        else:
+            for name, good in flatten(value, names, source or f"logged in {self.source}",
+                                      self.run.report):
+                self.acc.add(name, good, weight)
+
+    def _log_one(self, name: str, item: Any, weight: Any, source: Optional[str]) -> None:
+        add = self.acc.add
+        if type(item) is torch.Tensor:
+            if item.numel() == 1 and not item.dtype.is_complex:
+                if item.requires_grad:
+                    item = item.detach()
+                add(name, item.reshape(()) if item.dim() else item, weight)
+                return
+        elif item is None:
+            return
+        elif type(item) is float or type(item) is int:
+            try:
+                add(name, float(item), weight)
+                return
+            except OverflowError:  # an int beyond float range, explained by scalar()
+                pass
+        good, fix = scalar(item)
+        if fix is None:
+            add(name, good, weight)
+        else:
+            self._bad(name, item, fix, source)
 
     def _weight(self, n: Any, source: Optional[str]) -> Any:
         """``n=`` as a weight (a real number or one-element tensor); else the default, reported."""
@@ -216,7 +227,7 @@ class Phase:
         where = source or f"logged in {self.source}"
         self.run.report("n", f"n= {where}: got {describe(n)}; pass the number of samples as an "
                              "int, a float or a one-element tensor (the default weight was used)")
-        return self.weight
+        return self.step_weight or 1.0
 
     def _bad(self, name: str, item: Any, fix: str, source: Optional[str]) -> None:
         where = source or f"logged in {self.source}"
@@ -232,29 +243,28 @@ class Phase:
     def _open_interval(self) -> None:
         self.interval_start = Marker(self.run.clock, self.cuda)
         self.interval_first = self.run.global_step + 1
-        self.interval_steps = self.interval_samples = 0
-        self.interval_wait = 0.0
+        # the phase's counters when the interval opened: the interval's own are differences
+        self.interval_base = (self.steps, self.samples, self.data_wait_s)
+        self.interval_due = self.steps + self.run.log_every
 
     def end_step(self, samples: int, data_wait_s: float) -> None:
         """One step done: count it, and close the interval every ``log_every`` steps."""
         self.steps += 1
         self.samples += samples
         self.data_wait_s += data_wait_s
-        self.interval_steps += 1
-        self.interval_samples += samples
-        self.interval_wait += data_wait_s
         if self.is_train:
             self.run.global_step += 1
-        if self.interval_steps >= self.run.log_every:
+        if self.steps >= self.interval_due:
             self.close_interval()
 
     def close_interval(self, extra: Optional[Dict[str, torch.Tensor]] = None) -> None:
         """Start the interval's copy to the host and report the intervals that have arrived."""
         info = None
-        if self.interval_steps:
+        steps, samples, wait = self.interval_base
+        if self.steps > steps:
             info = IntervalInfo(
-                self.interval_first, self.run.global_step, self.interval_steps,
-                self.interval_samples, self.interval_wait, self.interval_start,
+                self.interval_first, self.run.global_step, self.steps - steps,
+                self.samples - samples, self.data_wait_s - wait, self.interval_start,
                 Marker(self.run.clock, self.cuda),
                 self.run.learning_rates() if self.run.tensorboard is not None else {},
             )
@@ -284,8 +294,8 @@ class Phase:
         scale = extras.pop(LOSS_SCALE, None)
         if info is not None and self.is_train and not self.nested:
             self.run.write_interval(self, means, info, scale)
-        if self.bar is not None and means:
-            self.bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
+        if means:  # shown by tw.steps when its bar next refreshes
+            self.postfix.update({k: f"{v:.4g}" for k, v in means.items()})
         try:
             for name, (_, _, nonfinite) in sums.items():
                 if nonfinite:

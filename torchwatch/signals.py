@@ -121,6 +121,9 @@ def _flush_runs(runs: List["Run"], name: str, closing: bool) -> None:
         sink = run.tensorboard
         writers = list(sink.writers.values()) if sink is not None else []
         busy = [w for w in writers if _lock_held(w)]
+        if sink is not None and not busy:
+            sink.handoff()  # the events still queued for the writers (see HANDOFF_SECS)
+            writers = list(sink.writers.values())
         for writer in writers:
             if writer not in busy:
                 try:

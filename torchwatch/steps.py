@@ -8,6 +8,7 @@ of the batch from tensor metadata, bumps a few counters and, when a bar is shown
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping
 from typing import Any, Iterable, Iterator, Optional
@@ -89,6 +90,9 @@ def steps(iterable: Iterable, *, total: Optional[int] = None, desc: Optional[str
     return Steps(iterable, total, desc, batch_size, accumulate)
 
 
+BAR_SECS = 0.1  # the bar is updated (and its postfix set) at most this often
+
+
 def _bar(phase: Phase, spec: Steps) -> Any:
     run = phase.run
     if not run.bar_wanted():
@@ -109,8 +113,16 @@ def _bar(phase: Phase, spec: Steps) -> Any:
     else:
         from tqdm import tqdm
     label = epoch_label(run.display_epoch(phase.epoch), run.total_epochs)
+    # tw.steps itself calls update() at most every BAR_SECS: each call redraws
     return tqdm(total=total, desc=spec.desc or f"{label} {phase.name}", leave=False,
-                mininterval=0.1, unit="step", file=sys.stderr, dynamic_ncols=True)
+                mininterval=0, miniters=1, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+
+def _show(bar: Any, phase: Phase, done: int) -> None:
+    """Bring the bar to ``done`` steps, with the phase's latest interval means as its postfix."""
+    if phase.postfix:
+        bar.set_postfix(phase.postfix, refresh=False)
+    bar.update(done - bar.n)
 
 
 def _watched(phase: Phase, spec: Steps) -> Iterator:
@@ -118,7 +130,8 @@ def _watched(phase: Phase, spec: Steps) -> Iterator:
     end_step = phase.end_step
     fixed = spec.batch_size
     bar = _bar(phase, spec)
-    outer_bar, phase.bar = phase.bar, bar
+    bar_due = 0.0 if bar is not None else math.inf  # the clock is read anyway: no counter
+    done = 0
     phase.wait_known = True
     iterator = iter(spec.iterable)
     try:
@@ -128,21 +141,20 @@ def _watched(phase: Phase, spec: Steps) -> Iterator:
                 item = next(iterator)
             except StopIteration:
                 return
-            wait = clock() - started
-            rows = fixed if fixed is not None else (first_tensor_rows(item) or 0)
-            phase.weight = float(rows) if rows else 1.0
-            phase.in_step = True
+            now = clock()
+            if now >= bar_due:
+                bar_due = now + BAR_SECS
+                _show(bar, phase, done)
+            rows = fixed if fixed is not None else first_tensor_rows(item)
+            phase.step_weight = rows or 1.0
             yield item
-            phase.in_step = False
-            phase.weight = 1.0
-            end_step(rows, wait)
-            if bar is not None:
-                bar.update(1)
+            phase.step_weight = None
+            end_step(rows or 0, now - started)
+            done += 1
     finally:
-        phase.in_step = False
-        phase.weight = 1.0
-        phase.bar = outer_bar
+        phase.step_weight = None
         if bar is not None:
+            _show(bar, phase, done)
             bar.close()
 
 
@@ -153,7 +165,8 @@ def _accumulating(phase: Phase, spec: Steps) -> Iterator:
     fixed = spec.batch_size
     every = spec.accumulate
     bar = _bar(phase, spec)
-    outer_bar, phase.bar = phase.bar, bar
+    bar_due = 0.0 if bar is not None else math.inf
+    done = 0
     phase.wait_known = True
     iterator = iter(spec.iterable)
     left, samples, waited = every, 0, 0.0
@@ -165,27 +178,25 @@ def _accumulating(phase: Phase, spec: Steps) -> Iterator:
             except StopIteration:
                 if left != every:  # a last, partial group of micro-batches
                     end_step(samples, waited)
-                    if bar is not None:
-                        bar.update(1)
+                    done += 1
                 return
-            wait = clock() - started
-            rows = fixed if fixed is not None else (first_tensor_rows(item) or 0)
-            phase.weight = float(rows) if rows else 1.0
-            phase.in_step = True
+            now = clock()
+            if now >= bar_due:
+                bar_due = now + BAR_SECS
+                _show(bar, phase, done)
+            rows = (fixed if fixed is not None else first_tensor_rows(item)) or 0
+            phase.step_weight = rows or 1.0
             yield item
-            phase.in_step = False
-            phase.weight = 1.0
+            phase.step_weight = None
             samples += rows
-            waited += wait
+            waited += now - started
             left -= 1
             if not left:
                 end_step(samples, waited)
+                done += 1
                 left, samples, waited = every, 0, 0.0
-                if bar is not None:
-                    bar.update(1)
     finally:
-        phase.in_step = False
-        phase.weight = 1.0
-        phase.bar = outer_bar
+        phase.step_weight = None
         if bar is not None:
+            _show(bar, phase, done)
             bar.close()
