@@ -125,7 +125,8 @@ class Phase:
             self.cuda = cuda_in_use()
             self.steps = self.samples = 0
             self.data_wait_s = 0.0
-            self.postfix: Dict[str, str] = {}  # the progress bar's latest interval means
+            # the latest interval means, for a progress bar; None while tw.steps shows none
+            self.postfix: Optional[Dict[str, str]] = None
             self.totals: Dict[str, List[float]] = {}
             self._open_interval()
             self.start = self.interval_start
@@ -294,7 +295,7 @@ class Phase:
         scale = extras.pop(LOSS_SCALE, None)
         if info is not None and self.is_train and not self.nested:
             self.run.write_interval(self, means, info, scale)
-        if means:  # shown by tw.steps when its bar next refreshes
+        if means and self.postfix is not None:  # shown by tw.steps when its bar next refreshes
             self.postfix.update({k: f"{v:.4g}" for k, v in means.items()})
         try:
             for name, (_, _, nonfinite) in sums.items():

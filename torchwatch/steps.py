@@ -113,6 +113,8 @@ def _bar(phase: Phase, spec: Steps) -> Any:
     else:
         from tqdm import tqdm
     label = epoch_label(run.display_epoch(phase.epoch), run.total_epochs)
+    if phase.postfix is None:
+        phase.postfix = {}
     # tw.steps itself calls update() at most every BAR_SECS: each call redraws
     return tqdm(total=total, desc=spec.desc or f"{label} {phase.name}", leave=False,
                 mininterval=0, miniters=1, unit="step", file=sys.stderr, dynamic_ncols=True)
