@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Phase", "PhaseRecord", "active_phase"]
 
+Tensor = torch.Tensor  # a module global: ``torch.Tensor`` is a slow lookup in torch's big namespace
 # Every active phase of every run, innermost last: where tw.log and tw.steps record.
 ACTIVE: List["Phase"] = []
 LOSS_SCALE = "amp/scale"  # the GradScaler's scale: an extra value of train intervals
@@ -64,6 +65,16 @@ class Phase:
     After exit ``p.metrics`` holds the phase's user metrics as floats and ``p.record`` its
     ``PhaseRecord`` (``None`` when the phase was interrupted or the run is disabled).
     """
+
+    # slots: the per-step reads and writes (step_weight, steps, ...) are the interpreter's
+    # fastest attribute accesses, and a phase has too many attributes for a shared-key dict
+    __slots__ = (
+        "_grad_before", "_modes", "acc", "cuda", "data_wait_s", "deferred", "epoch",
+        "explicit_epoch", "finishing", "grad", "interval_base", "interval_due", "interval_first",
+        "interval_start", "is_train", "metrics", "models", "name", "nested", "on", "postfix",
+        "record", "reduce", "returned", "run", "samples", "source", "start", "step_weight",
+        "steps", "totals", "wait_known",
+    )
 
     def __init__(
         self,
@@ -176,7 +187,7 @@ class Phase:
             self._log_value(value, weight, names, source)
         buffered = self.acc.values
         for name, item in metrics.items():
-            if type(item) is torch.Tensor and not item.dim() and not item.dtype.is_complex:
+            if type(item) is Tensor and not item.dim() and not item.dtype.is_complex:
                 pairs = buffered.get(name)
                 if pairs is not None and len(pairs) < FOLD_AT - 1:
                     pairs.append((item.detach() if item.requires_grad else item, weight))

@@ -1,9 +1,10 @@
 """``tw.steps(loader)``: per-step timing, samples, progress bar and the global step, no syncs.
 
 Per item the host reads the clock twice (around ``next()``: the data wait), counts the samples
-of the batch from tensor metadata, bumps a few counters and, when a bar is shown, calls
-``update(1)``. Everything else (reductions, copies to the host, TensorBoard) happens once per
-``log_every`` steps, in ``Phase.close_interval``.
+of the batch from tensor metadata and bumps a few counters. A bar, when shown, is updated only
+when the clock already read says ``BAR_SECS`` have passed: no per-step tqdm call. Everything else
+(reductions, copies to the host, TensorBoard) happens once per ``log_every`` steps, in
+``Phase.close_interval``.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from .phase import ACTIVE, Phase
 
 __all__ = ["first_tensor_rows", "steps"]
 
+Tensor = torch.Tensor  # a module global: ``torch.Tensor`` is a slow lookup in torch's big namespace
+
 
 def first_tensor_rows(batch: Any) -> Optional[int]:
     """Dim 0 of the first tensor in a batch (nested tuples, lists, dicts); None if there is none."""
     kind = type(batch)
     if kind is tuple or kind is list:  # the usual (x, y) batch: no recursive call, no len()
         first = batch[0] if batch else None
-        if type(first) is torch.Tensor:
+        if type(first) is Tensor:
             return first.shape[0] if first.ndim else 1
-    elif kind is torch.Tensor:
+    elif kind is Tensor:
         return batch.shape[0] if batch.ndim else 1
     if isinstance(batch, torch.Tensor):
         return len(batch) if batch.ndim else 1
