@@ -104,3 +104,35 @@ def test_bad_arguments_are_named(argv, message, capsys):
         bench.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["bare", "phase", "steps", "log", "full"])
+def test_instruction_counter_program_runs_each_variant(variant):
+    """The program that benchmarks/instructions.py runs under valgrind trains in each variant
+    (valgrind itself is too slow for the test suite)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "instructions.py"
+    done = subprocess.run([sys.executable, str(script), "--inner", variant, "2", "20"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_instruction_counter_names_an_unknown_variant(capsys):
+    """An unknown --variants entry exits with status 2 naming it and the choices."""
+    import pathlib
+    import runpy
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "instructions.py"
+    argv, sys.argv = sys.argv, [str(script), "--variants", "bare,turbo"]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert exit_info.value.code == 2
+    assert "unknown variants ['turbo']" in capsys.readouterr().err
