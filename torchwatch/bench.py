@@ -480,7 +480,21 @@ class Lightning(Contender):
                 callbacks=[self.timing], enable_checkpointing=False, enable_model_summary=False,
                 num_sanity_val_steps=0, log_every_n_steps=50,
             )
-            trainer.fit(self.module, train_dataloaders=self.batches)
+            # a list would be read as a list of loaders: hand over one plain iterable instead
+            trainer.fit(self.module, train_dataloaders=_Iterable(self.batches))
+
+
+class _Iterable:
+    """The preloaded batches as one iterable with a length, no DataLoader around them."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = items
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
 
 
 def _lightning():
