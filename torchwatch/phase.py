@@ -183,10 +183,14 @@ class Phase:
             weight = float(n) if -1e300 < n < 1e300 else self._weight(n, source)
         else:
             weight = self._weight(n, source)
+        items: Any = metrics.items()
         if value is not None:
-            self._log_value(value, weight, names, source)
+            if names is None and type(value) is Tensor:  # tw.log(loss): named loss, same path
+                items = (("loss", value), *items)
+            else:
+                self._log_value(value, weight, names, source)
         buffered = self.acc.values
-        for name, item in metrics.items():
+        for name, item in items:
             if type(item) is Tensor and not item.dim() and not item.dtype.is_complex:
                 pairs = buffered.get(name)
                 if pairs is not None and len(pairs) < FOLD_AT - 1:
@@ -196,13 +200,11 @@ class Phase:
 
     def _log_value(self, value: Any, weight: Any, names: Optional[Sequence[str]],
                    source: Optional[str]) -> None:
-        """The positional value of ``tw.log`` or a ``@watch_step``'s return value."""
-        if type(value) is torch.Tensor and value.numel() == 1 and names is None:
-            self._log_one("loss", value, weight, source)
-        else:
-            for name, good in flatten(value, names, source or f"logged in {self.source}",
-                                      self.run.report):
-                self.acc.add(name, good, weight)
+        """A positional value that is not a lone tensor: a number, mapping, dataclass, tuple
+        with ``names=`` (``tw.log`` or a ``@watch_step``'s return value)."""
+        for name, good in flatten(value, names, source or f"logged in {self.source}",
+                                  self.run.report):
+            self.acc.add(name, good, weight)
 
     def _log_one(self, name: str, item: Any, weight: Any, source: Optional[str]) -> None:
         add = self.acc.add
