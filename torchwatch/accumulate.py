@@ -1,9 +1,10 @@
 """Device-side sums of logged metrics that reach the host once per interval, read when ready.
 
 Per ``add`` the hot path appends a (detached tensor, weight) pair to the metric's list: no
-kernel, no copy, no sync. When an interval closes, each metric's list is stacked and reduced on its own
-device (two kernels: stack and a float64 sum; equal weights multiply on the host, and a NaN or
-Inf shows up as a non-finite sum, checked on the host); the sums of all metrics are packed into one small tensor per device and copied to the host with one non-blocking copy into
+kernel, no copy, no sync. When an interval closes, each metric's list is stacked and reduced on
+its own device (two kernels: stack and a float64 sum; equal weights multiply on the host, and a
+NaN or Inf shows up as a non-finite sum, checked on the host); the sums of all metrics are
+packed into one small tensor per device and copied to the host with one non-blocking copy into
 pinned memory, followed by a CUDA event. ``ready()`` hands back the intervals whose event has
 completed without waiting; ``drain()`` (phase end) waits for the rest: that is the one sync a
 phase may make. Memory stays bounded: long lists are folded into per-metric running partials.

@@ -208,7 +208,7 @@ class Phase:
 
     def _log_one(self, name: str, item: Any, weight: Any, source: Optional[str]) -> None:
         add = self.acc.add
-        if type(item) is torch.Tensor:
+        if type(item) is Tensor:
             if item.numel() == 1 and not item.dtype.is_complex:
                 if item.requires_grad:
                     item = item.detach()

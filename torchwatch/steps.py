@@ -32,7 +32,7 @@ def first_tensor_rows(batch: Any) -> Optional[int]:
             return first.shape[0] if first.ndim else 1
     elif kind is Tensor:
         return batch.shape[0] if batch.ndim else 1
-    if isinstance(batch, torch.Tensor):
+    if isinstance(batch, Tensor):
         return len(batch) if batch.ndim else 1
     if kind is tuple or kind is list or isinstance(batch, (tuple, list)):
         for item in batch:

@@ -7,8 +7,8 @@ floats, never tensors (``add_scalar`` on a tensor calls ``.cpu()``: a sync). A w
 
 Events are handed to the writers at most once every ``HANDOFF_SECS``, and always by ``flush()``
 (phase end, close, SIGTERM). Each hand-off wakes SummaryWriter's thread, whose pure-Python work
-then competes with the training loop for the GIL: measured in a tiny CPU loop, waking it once
-per 50-step interval cost about 12 µs per step, waking it once a second costs nothing visible.
+then competes with the training loop for the GIL, so it is woken about once a second rather than
+once per interval (the full and outputs-off rows of ``benchmarks/overhead.py`` show the cost).
 Each event keeps the wall time at which it was logged.
 """
 
