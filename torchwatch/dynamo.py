@@ -10,7 +10,10 @@ recommended form. Dynamo's ``reorderable_logging_functions`` (how ``print`` avoi
 no way out: it drops keyword arguments, and calls made from a nested function.
 
 ``torch._dynamo`` takes a second to import, so the disabled wrapper is made when a phase starts
-and the program has already imported it (``torch.compile`` does), else at the first trace.
+and the program has already imported it (``torch.compile`` does). The compiled ``tw.log``
+(``_speedups.c``) is registered with dynamo then too, with the Python one as what dynamo traces in
+its place. A program that first imports dynamo inside a phase gets, in that phase, dynamo's own
+break at an unknown builtin, with its warning; the values are recorded all the same.
 """
 
 from __future__ import annotations
@@ -38,8 +41,13 @@ def prepare_if_loaded() -> None:
 def _disabled_log() -> Any:
     import torch._dynamo as dynamo
 
-    from .run import log
+    from .run import log, python_log
 
+    substitute = getattr(torch.compiler, "substitute_in_graph", None)  # torch >= 2.5
+    if log is not python_log and substitute is not None:
+        # the compiled tw.log is a C function dynamo cannot read: it traces the Python one in
+        # its place, which breaks the graph here as above (else: a break with a warning)
+        substitute(log)(python_log)
     return dynamo.disable(log)
 
 

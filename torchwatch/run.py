@@ -21,7 +21,9 @@ import torch
 
 from . import distributed, signals
 from .clocks import host_clock
+from .compiled import speedups
 from .dynamo import is_compiling, log_outside_graph
+from .accumulate import FOLD_AT
 from .phase import ACTIVE, IntervalInfo, Phase, PhaseRecord
 from .sinks.console import ConsoleSink, epoch_label, phase_line
 from .values import NonFiniteError, reporter, warn
@@ -509,3 +511,10 @@ def log(value: Any = None, /, *, n: Any = None, **metrics: Any) -> None:
         ACTIVE[-1].log(value, n, metrics)
     else:
         outside("tw.log")
+
+
+python_log = log
+if speedups is not None:  # the same, compiled: 0-dim tensors without n= are appended in C
+    speedups.configure_log(log, ACTIVE, torch.Tensor,
+                           (torch.complex32, torch.complex64, torch.complex128), FOLD_AT - 1)
+    log = speedups.log  # noqa: F811 (the Python log above is its fallback for everything else)

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 import torch
 
+from .compiled import speedups
 from .phase import ACTIVE, Phase
 
 __all__ = ["first_tensor_rows", "steps"]
@@ -71,7 +72,14 @@ class Steps:
             return iter(self.iterable)
         if not phase.on:
             return iter(self.iterable)
-        return _watched(phase, self) if self.accumulate == 1 else _accumulating(phase, self)
+        if self.accumulate != 1:
+            return _accumulating(phase, self)
+        if speedups is None:
+            return _watched(phase, self)
+        bar = _bar(phase, self)
+        phase.wait_known = True
+        return speedups.Watched(phase, self.iterable, self.batch_size, bar, _show,
+                                first_tensor_rows, Tensor, BAR_SECS)
 
 
 def steps(iterable: Iterable, *, total: Optional[int] = None, desc: Optional[str] = None,
@@ -131,6 +139,7 @@ def _show(bar: Any, phase: Phase, done: int) -> None:
 
 
 def _watched(phase: Phase, spec: Steps) -> Iterator:
+    """The iterator of ``tw.steps`` inside a phase (``_speedups.Watched`` is its compiled twin)."""
     clock = phase.run.clock
     end_step = phase.end_step
     fixed = spec.batch_size

@@ -1,0 +1,567 @@
+/* torchwatch's per-step hot path, compiled: ``tw.log`` and the ``tw.steps`` iterator.
+ *
+ * The pure-Python versions (``run.log`` with ``Phase.log``, ``steps._watched`` with
+ * ``Phase.end_step``) are the reference and the fallback: this file does the same thing, for the
+ * common case only, and hands every other case to them. It uses the CPython API alone (no torch
+ * headers), so one build works with any torch version.
+ *
+ * Why compiled: a training step of a small model leaves the instruction cache cold, and each
+ * bytecode of a Python hot path then costs several times what it costs in a micro-benchmark.
+ * ``benchmarks/instructions.py`` counts what each path adds to a step.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#if PY_VERSION_HEX < 0x030A0000  /* Python 3.9 */
+static inline PyObject *Py_NewRef(PyObject *obj) { Py_INCREF(obj); return obj; }
+#endif
+
+/* attribute and keyword names, interned once */
+static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_on, *s_step_weight,
+    *s_acc, *s_values, *s_log_one, *s_steps, *s_samples, *s_data_wait_s, *s_global_step,
+    *s_interval_due, *s_close_interval, *s_loss, *s_close;
+static PyObject *one_float, *one_long, *zero_long;
+
+/* ---- tw.log --------------------------------------------------------------------------------- */
+
+/* what configure_log() was given: the Python tw.log, the list of active phases, torch.Tensor,
+ * the complex dtypes, and FOLD_AT - 1 (a metric's list longer than this takes the slow path,
+ * which folds it) */
+static PyObject *slow_log, *active, *tensor_type, *complex_dtypes;
+static Py_ssize_t fold_limit;
+
+/* 1 for a 0-dim tensor of exactly type torch.Tensor with a real dtype, 0 otherwise, -1 on error */
+static int
+is_hot_scalar(PyObject *item)
+{
+    if ((PyObject *)Py_TYPE(item) != tensor_type)
+        return 0;
+    PyObject *ndim = PyObject_GetAttr(item, s_ndim);
+    if (ndim == NULL)
+        return -1;
+    int zero = ndim == zero_long || (PyLong_CheckExact(ndim) && PyLong_AsLong(ndim) == 0);
+    Py_DECREF(ndim);
+    if (!zero)
+        return 0;
+    PyObject *dtype = PyObject_GetAttr(item, s_dtype);
+    if (dtype == NULL)
+        return -1;
+    int real = 1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(complex_dtypes); i++)
+        if (PyTuple_GET_ITEM(complex_dtypes, i) == dtype)
+            real = 0;
+    Py_DECREF(dtype);
+    return real;
+}
+
+/* Phase.log's loop body for one (name, item): the append when it is hot, _log_one otherwise */
+static int
+record(PyObject *phase, PyObject *values, PyObject *name, PyObject *item, PyObject *weight)
+{
+    int hot = is_hot_scalar(item);
+    if (hot < 0)
+        return -1;
+    if (hot) {
+        PyObject *pairs = PyDict_GetItemWithError(values, name);
+        if (pairs == NULL && PyErr_Occurred())
+            return -1;
+        if (pairs != NULL && PyList_CheckExact(pairs) && PyList_GET_SIZE(pairs) < fold_limit) {
+            Py_INCREF(pairs);
+            PyObject *grad = PyObject_GetAttr(item, s_requires_grad);
+            PyObject *value = NULL;
+            if (grad != NULL) {
+                if (grad == Py_True)
+                    value = PyObject_CallMethodNoArgs(item, s_detach);
+                else {
+                    value = item;
+                    Py_INCREF(value);
+                }
+                Py_DECREF(grad);
+            }
+            int rc = -1;
+            if (value != NULL) {
+                PyObject *pair = PyTuple_Pack(2, value, weight);
+                Py_DECREF(value);
+                if (pair != NULL) {
+                    rc = PyList_Append(pairs, pair);
+                    Py_DECREF(pair);
+                }
+            }
+            Py_DECREF(pairs);
+            return rc;
+        }
+    }
+    PyObject *args[5] = {phase, name, item, weight, Py_None};
+    PyObject *done = PyObject_VectorcallMethod(s_log_one, args, 5, NULL);
+    if (done == NULL)
+        return -1;
+    Py_DECREF(done);
+    return 0;
+}
+
+/* tw.log(value=None, /, *, n=None, **metrics): 0-dim tensors without n= are recorded here;
+ * any other call goes to the Python tw.log unchanged. */
+static PyObject *
+hot_log(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *value = nargs == 1 ? args[0] : NULL;
+    if (slow_log == NULL || nargs > 1 || PyList_GET_SIZE(active) == 0)
+        goto slow;
+    if (value == Py_None)
+        value = NULL;
+    if (value != NULL && (PyObject *)Py_TYPE(value) != tensor_type)
+        goto slow;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_GET_LENGTH(key) == 1 && PyUnicode_READ_CHAR(key, 0) == 'n')
+            goto slow;  /* a weight given: Python converts and checks it */
+    }
+
+    PyObject *phase = PyList_GET_ITEM(active, PyList_GET_SIZE(active) - 1);
+    Py_INCREF(phase);
+    PyObject *on = NULL, *weight = NULL, *acc = NULL, *values = NULL, *result = NULL;
+    on = PyObject_GetAttr(phase, s_on);
+    if (on == NULL)
+        goto done;
+    int enabled = PyObject_IsTrue(on);
+    if (enabled <= 0) {
+        if (enabled == 0)
+            result = Py_NewRef(Py_None);
+        goto done;
+    }
+    weight = PyObject_GetAttr(phase, s_step_weight);  /* the step's samples, or None */
+    if (weight == NULL)
+        goto done;
+    int given = PyObject_IsTrue(weight);
+    if (given < 0)
+        goto done;
+    if (!given)
+        Py_SETREF(weight, Py_NewRef(one_float));
+    acc = PyObject_GetAttr(phase, s_acc);
+    if (acc == NULL)
+        goto done;
+    values = PyObject_GetAttr(acc, s_values);
+    if (values == NULL)
+        goto done;
+    if (!PyDict_CheckExact(values)) {
+        PyErr_SetString(PyExc_TypeError, "torchwatch: a phase's accumulator values must be a dict");
+        goto done;
+    }
+    if (value != NULL && record(phase, values, s_loss, value, weight) < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < nkw; i++)
+        if (record(phase, values, PyTuple_GET_ITEM(kwnames, i), args[nargs + i], weight) < 0)
+            goto done;
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(values);
+    Py_XDECREF(acc);
+    Py_XDECREF(weight);
+    Py_XDECREF(on);
+    Py_DECREF(phase);
+    return result;
+slow:
+    if (slow_log == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "torchwatch._speedups.log used before configure_log()");
+        return NULL;
+    }
+    return PyObject_Vectorcall(slow_log, args, nargsf, kwnames);
+}
+
+static PyObject *
+configure_log(PyObject *module, PyObject *args)
+{
+    PyObject *log, *phases, *tensor, *complex;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "OO!OO!n:configure_log", &log, &PyList_Type, &phases, &tensor,
+                          &PyTuple_Type, &complex, &limit))
+        return NULL;
+    Py_XSETREF(slow_log, Py_NewRef(log));
+    Py_XSETREF(active, Py_NewRef(phases));
+    Py_XSETREF(tensor_type, Py_NewRef(tensor));
+    Py_XSETREF(complex_dtypes, Py_NewRef(complex));
+    fold_limit = limit;
+    Py_RETURN_NONE;
+}
+
+/* ---- the tw.steps iterator ------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *phase, *run, *iterator, *clock, *fixed, *bar, *show, *first_rows, *tensor;
+    PyObject *rows;  /* samples of the item handed out last, until its step ends; else NULL */
+    double bar_secs, bar_due, wait;
+    Py_ssize_t done;
+    int is_train, finished;
+} Watched;
+
+static int
+read_clock(Watched *w, double *now)
+{
+    PyObject *t = PyObject_CallNoArgs(w->clock);
+    if (t == NULL)
+        return -1;
+    *now = PyFloat_AsDouble(t);
+    Py_DECREF(t);
+    return (*now == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* first_tensor_rows(item) for an (x, ...) tuple or list, or a lone tensor; Python otherwise */
+static PyObject *
+rows_of(Watched *w, PyObject *item)
+{
+    PyObject *first = NULL;
+    PyTypeObject *kind = Py_TYPE(item);
+    if (kind == &PyTuple_Type && PyTuple_GET_SIZE(item) > 0)
+        first = PyTuple_GET_ITEM(item, 0);
+    else if (kind == &PyList_Type && PyList_GET_SIZE(item) > 0)
+        first = PyList_GET_ITEM(item, 0);
+    else if ((PyObject *)kind == w->tensor)
+        first = item;
+    if (first == NULL || (PyObject *)Py_TYPE(first) != w->tensor)
+        return PyObject_CallOneArg(w->first_rows, item);
+    Py_INCREF(first);
+    PyObject *shape = PyObject_GetAttr(first, s_shape);
+    Py_DECREF(first);
+    if (shape == NULL)
+        return NULL;
+    PyObject *rows = (PyTuple_Check(shape) && PyTuple_GET_SIZE(shape) > 0)
+                         ? Py_NewRef(PyTuple_GET_ITEM(shape, 0))
+                         : Py_NewRef(one_long);
+    Py_DECREF(shape);
+    return rows;
+}
+
+/* attribute += amount */
+static int
+add_to(PyObject *owner, PyObject *name, PyObject *amount)
+{
+    PyObject *old = PyObject_GetAttr(owner, name);
+    if (old == NULL)
+        return -1;
+    PyObject *sum = PyNumber_InPlaceAdd(old, amount);
+    Py_DECREF(old);
+    if (sum == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(owner, name, sum);
+    Py_DECREF(sum);
+    return rc;
+}
+
+/* Phase.end_step(rows, wait) */
+static int
+end_step(Watched *w, PyObject *rows, double wait)
+{
+    PyObject *phase = w->phase;
+    if (add_to(phase, s_steps, one_long) < 0 || add_to(phase, s_samples, rows) < 0)
+        return -1;
+    PyObject *waited = PyFloat_FromDouble(wait);
+    if (waited == NULL)
+        return -1;
+    int rc = add_to(phase, s_data_wait_s, waited);
+    Py_DECREF(waited);
+    if (rc < 0 || (w->is_train && add_to(w->run, s_global_step, one_long) < 0))
+        return -1;
+    PyObject *steps = PyObject_GetAttr(phase, s_steps);
+    PyObject *due = steps == NULL ? NULL : PyObject_GetAttr(phase, s_interval_due);
+    int close = due == NULL ? -1 : PyObject_RichCompareBool(steps, due, Py_GE);
+    Py_XDECREF(steps);
+    Py_XDECREF(due);
+    if (close <= 0)
+        return close;
+    PyObject *closed = PyObject_CallMethodNoArgs(phase, s_close_interval);
+    if (closed == NULL)
+        return -1;
+    Py_DECREF(closed);
+    return 0;
+}
+
+static int
+show(Watched *w)
+{
+    PyObject *done = PyLong_FromSsize_t(w->done);
+    if (done == NULL)
+        return -1;
+    PyObject *args[3] = {w->bar, w->phase, done};
+    PyObject *shown = PyObject_Vectorcall(w->show, args, 3, NULL);
+    Py_DECREF(done);
+    if (shown == NULL)
+        return -1;
+    Py_DECREF(shown);
+    return 0;
+}
+
+/* the end of the loop, however it ends: no step open, the bar brought up to date and closed */
+static int
+finish(Watched *w)
+{
+    w->finished = 1;
+    Py_CLEAR(w->rows);
+    if (PyObject_SetAttr(w->phase, s_step_weight, Py_None) < 0)
+        return -1;
+    if (w->bar == Py_None)
+        return 0;
+    if (show(w) < 0)
+        return -1;
+    PyObject *closed = PyObject_CallMethodNoArgs(w->bar, s_close);
+    if (closed == NULL)
+        return -1;
+    Py_DECREF(closed);
+    return 0;
+}
+
+/* an exception on its way out of the loop: finish, and raise it (or what finishing raised) */
+static PyObject *
+fail(Watched *w)
+{
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    if (finish(w) < 0) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        return NULL;
+    }
+    PyErr_Restore(type, value, traceback);
+    return NULL;
+}
+
+static PyObject *
+watched_next(Watched *w)
+{
+    if (w->finished)
+        return NULL;
+    if (w->rows != NULL) {  /* the step of the item handed out last ends here */
+        PyObject *rows = w->rows;
+        w->rows = NULL;
+        int rc = PyObject_SetAttr(w->phase, s_step_weight, Py_None);
+        if (rc == 0)
+            rc = end_step(w, rows, w->wait);
+        Py_DECREF(rows);
+        if (rc < 0)
+            return fail(w);
+        w->done++;
+    }
+    double started, now;
+    if (read_clock(w, &started) < 0)
+        return fail(w);
+    PyObject *item = Py_TYPE(w->iterator)->tp_iternext(w->iterator);
+    if (item == NULL) {
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_StopIteration))
+                return fail(w);
+            PyErr_Clear();
+        }
+        (void)finish(w);  /* NULL either way: the end, or what finishing raised */
+        return NULL;
+    }
+    if (read_clock(w, &now) < 0)
+        goto error;
+    if (now >= w->bar_due) {
+        w->bar_due = now + w->bar_secs;
+        if (show(w) < 0)
+            goto error;
+    }
+    PyObject *rows = w->fixed != Py_None ? Py_NewRef(w->fixed) : rows_of(w, item);
+    if (rows == NULL)
+        goto error;
+    int counted = PyObject_IsTrue(rows);
+    if (counted < 0) {
+        Py_DECREF(rows);
+        goto error;
+    }
+    if (!counted)  /* `rows or 1.0` weighs tw.log; `rows or 0` counts samples */
+        Py_SETREF(rows, Py_NewRef(zero_long));
+    if (PyObject_SetAttr(w->phase, s_step_weight, counted ? rows : one_float) < 0) {
+        Py_DECREF(rows);
+        goto error;
+    }
+    w->rows = rows;
+    w->wait = now - started;
+    return item;
+error:
+    Py_DECREF(item);
+    return fail(w);
+}
+
+static void
+watched_finalize(PyObject *self)
+{
+    Watched *w = (Watched *)self;
+    if (w->finished || w->phase == NULL)
+        return;
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    if (finish(w) < 0)
+        PyErr_WriteUnraisable(self);
+    PyErr_Restore(type, value, traceback);
+}
+
+static int
+watched_traverse(Watched *w, visitproc visit, void *arg)
+{
+    Py_VISIT(w->phase);
+    Py_VISIT(w->run);
+    Py_VISIT(w->iterator);
+    Py_VISIT(w->clock);
+    Py_VISIT(w->fixed);
+    Py_VISIT(w->bar);
+    Py_VISIT(w->show);
+    Py_VISIT(w->first_rows);
+    Py_VISIT(w->tensor);
+    Py_VISIT(w->rows);
+    return 0;
+}
+
+static int
+watched_clear(Watched *w)
+{
+    Py_CLEAR(w->phase);
+    Py_CLEAR(w->run);
+    Py_CLEAR(w->iterator);
+    Py_CLEAR(w->clock);
+    Py_CLEAR(w->fixed);
+    Py_CLEAR(w->bar);
+    Py_CLEAR(w->show);
+    Py_CLEAR(w->first_rows);
+    Py_CLEAR(w->tensor);
+    Py_CLEAR(w->rows);
+    return 0;
+}
+
+static void
+watched_dealloc(PyObject *self)
+{
+    if (PyObject_CallFinalizerFromDealloc(self) < 0)
+        return;  /* resurrected */
+    PyObject_GC_UnTrack(self);
+    watched_clear((Watched *)self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *
+watched_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *phase, *iterable, *fixed, *bar, *show_bar, *first_rows, *tensor;
+    double bar_secs;
+    static char *keywords[] = {"phase", "iterable", "fixed", "bar", "show", "first_rows",
+                               "tensor", "bar_secs", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOd:Watched", keywords, &phase,
+                                     &iterable, &fixed, &bar, &show_bar, &first_rows, &tensor,
+                                     &bar_secs))
+        return NULL;
+    PyObject *run = PyObject_GetAttrString(phase, "run");
+    if (run == NULL)
+        return NULL;
+    PyObject *clock = PyObject_GetAttrString(run, "clock");
+    PyObject *is_train = PyObject_GetAttrString(phase, "is_train");
+    PyObject *iterator = PyObject_GetIter(iterable);
+    int train = is_train == NULL ? -1 : PyObject_IsTrue(is_train);
+    Py_XDECREF(is_train);
+    Watched *w = NULL;
+    if (clock != NULL && iterator != NULL && train >= 0)
+        w = (Watched *)type->tp_alloc(type, 0);
+    if (w == NULL) {
+        Py_DECREF(run);
+        Py_XDECREF(clock);
+        Py_XDECREF(iterator);
+        return NULL;
+    }
+    w->phase = Py_NewRef(phase);
+    w->run = run;
+    w->iterator = iterator;
+    w->clock = clock;
+    w->fixed = Py_NewRef(fixed);
+    w->bar = Py_NewRef(bar);
+    w->show = Py_NewRef(show_bar);
+    w->first_rows = Py_NewRef(first_rows);
+    w->tensor = Py_NewRef(tensor);
+    w->bar_secs = bar_secs;
+    w->bar_due = bar == Py_None ? Py_HUGE_VAL : 0.0;  /* the clock is read anyway: no counter */
+    w->is_train = train;
+    return (PyObject *)w;
+}
+
+static PyTypeObject WatchedType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "torchwatch._speedups.Watched",
+    .tp_doc = PyDoc_STR(
+        "Watched(phase, iterable, fixed, bar, show, first_rows, tensor, bar_secs)\n--\n\n"
+        "steps._watched, compiled: the iterator tw.steps returns inside a phase."),
+    .tp_basicsize = sizeof(Watched),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = watched_new,
+    .tp_dealloc = watched_dealloc,
+    .tp_finalize = watched_finalize,
+    .tp_traverse = (traverseproc)watched_traverse,
+    .tp_clear = (inquiry)watched_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)watched_next,
+};
+
+/* ---- the module ----------------------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"log", (PyCFunction)(void (*)(void))hot_log, METH_FASTCALL | METH_KEYWORDS,
+     PyDoc_STR("log($module, value=None, /, *, n=None, **metrics)\n--\n\n"
+               "Record metrics into the innermost active phase; a positional value is named "
+               "``loss``.")},
+    {"configure_log", configure_log, METH_VARARGS,
+     PyDoc_STR("configure_log(slow_log, active, tensor, complex_dtypes, fold_limit)\n--\n\n"
+               "What log() needs: its Python fallback, the active phases, torch.Tensor, the "
+               "complex dtypes and the longest list it may append to.")},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "torchwatch._speedups",
+    "torchwatch's per-step hot path, compiled (see _speedups.c)", -1, methods,
+};
+
+static int
+intern_all(void)
+{
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
+    INTERN(s_ndim, "ndim");
+    INTERN(s_dtype, "dtype");
+    INTERN(s_requires_grad, "requires_grad");
+    INTERN(s_detach, "detach");
+    INTERN(s_shape, "shape");
+    INTERN(s_on, "on");
+    INTERN(s_step_weight, "step_weight");
+    INTERN(s_acc, "acc");
+    INTERN(s_values, "values");
+    INTERN(s_log_one, "_log_one");
+    INTERN(s_steps, "steps");
+    INTERN(s_samples, "samples");
+    INTERN(s_data_wait_s, "data_wait_s");
+    INTERN(s_global_step, "global_step");
+    INTERN(s_interval_due, "interval_due");
+    INTERN(s_close_interval, "close_interval");
+    INTERN(s_loss, "loss");
+    INTERN(s_close, "close");
+#undef INTERN
+    one_float = PyFloat_FromDouble(1.0);
+    one_long = PyLong_FromLong(1);
+    zero_long = PyLong_FromLong(0);
+    return (one_float && one_long && zero_long) ? 0 : -1;
+}
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    if (intern_all() < 0 || PyType_Ready(&WatchedType) < 0)
+        return NULL;
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL)
+        return NULL;
+    Py_INCREF(&WatchedType);
+    if (PyModule_AddObject(module, "Watched", (PyObject *)&WatchedType) < 0) {
+        Py_DECREF(&WatchedType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
