@@ -12,19 +12,91 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <structmember.h>
+#include <time.h>
+
 #if PY_VERSION_HEX < 0x030A0000  /* Python 3.9 */
 static inline PyObject *Py_NewRef(PyObject *obj) { Py_INCREF(obj); return obj; }
 #endif
 
+/* Phase and Accumulator declare __slots__: an attribute is a pointer at a fixed offset in the
+ * instance, read here directly (the offsets come from the classes' member descriptors). A generic
+ * attribute lookup costs some 200 instructions; this costs a handful. */
+typedef struct {
+    const char *name;
+    Py_ssize_t offset;
+} Slot;
+
+static Slot slot_on = {"on"}, slot_step_weight = {"step_weight"}, slot_acc = {"acc"},
+            slot_steps = {"steps"}, slot_samples = {"samples"}, slot_data_wait_s = {"data_wait_s"},
+            slot_interval_due = {"interval_due"}, slot_values = {"values"};
+static PyTypeObject *phase_type, *accumulator_type;
+static PyObject *perf_counter;  /* time.perf_counter */
+
+static int
+find_slot(PyTypeObject *type, Slot *slot)
+{
+    PyObject *descr = PyObject_GetAttrString((PyObject *)type, slot->name);
+    if (descr == NULL)
+        return -1;
+    int ok = Py_TYPE(descr) == &PyMemberDescr_Type
+             && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+    if (ok)
+        slot->offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "torchwatch: %s.%s must be a __slots__ attribute",
+                     type->tp_name, slot->name);
+    Py_DECREF(descr);
+    return ok ? 0 : -1;
+}
+
+/* obj.<slot> as a new reference; AttributeError when unset */
+static PyObject *
+get_slot(PyObject *obj, const Slot *slot)
+{
+    PyObject *value = *(PyObject **)((char *)obj + slot->offset);
+    if (value == NULL) {
+        PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
+                     Py_TYPE(obj)->tp_name, slot->name);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+/* obj.<slot> = value */
+static void
+set_slot(PyObject *obj, const Slot *slot, PyObject *value)
+{
+    PyObject **where = (PyObject **)((char *)obj + slot->offset);
+    PyObject *old = *where;
+    *where = Py_NewRef(value);
+    Py_XDECREF(old);
+}
+
+/* obj.<slot> += amount */
+static int
+add_to_slot(PyObject *obj, const Slot *slot, PyObject *amount)
+{
+    PyObject *old = get_slot(obj, slot);
+    if (old == NULL)
+        return -1;
+    PyObject *sum = PyNumber_Add(old, amount);
+    Py_DECREF(old);
+    if (sum == NULL)
+        return -1;
+    set_slot(obj, slot, sum);
+    Py_DECREF(sum);
+    return 0;
+}
+
 /* attribute and keyword names, interned once */
-static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_on, *s_step_weight,
-    *s_acc, *s_values, *s_log_one, *s_steps, *s_samples, *s_data_wait_s, *s_global_step,
-    *s_interval_due, *s_close_interval, *s_loss, *s_close;
+static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_log_one,
+    *s_global_step, *s_close_interval, *s_loss, *s_close;
 static PyObject *one_float, *one_long, *zero_long;
 
 /* ---- tw.log --------------------------------------------------------------------------------- */
 
-/* what configure_log() was given: the Python tw.log, the list of active phases, torch.Tensor,
+/* what configure() was given: the Python tw.log, the list of active phases, torch.Tensor,
  * the complex dtypes, and FOLD_AT - 1 (a metric's list longer than this takes the slow path,
  * which folds it) */
 static PyObject *slow_log, *active, *tensor_type, *complex_dtypes;
@@ -120,9 +192,11 @@ hot_log(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwname
     }
 
     PyObject *phase = PyList_GET_ITEM(active, PyList_GET_SIZE(active) - 1);
+    if (Py_TYPE(phase) != phase_type)
+        goto slow;
     Py_INCREF(phase);
     PyObject *on = NULL, *weight = NULL, *acc = NULL, *values = NULL, *result = NULL;
-    on = PyObject_GetAttr(phase, s_on);
+    on = get_slot(phase, &slot_on);
     if (on == NULL)
         goto done;
     int enabled = PyObject_IsTrue(on);
@@ -131,7 +205,7 @@ hot_log(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwname
             result = Py_NewRef(Py_None);
         goto done;
     }
-    weight = PyObject_GetAttr(phase, s_step_weight);  /* the step's samples, or None */
+    weight = get_slot(phase, &slot_step_weight);  /* the step's samples, or None */
     if (weight == NULL)
         goto done;
     int given = PyObject_IsTrue(weight);
@@ -139,10 +213,14 @@ hot_log(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwname
         goto done;
     if (!given)
         Py_SETREF(weight, Py_NewRef(one_float));
-    acc = PyObject_GetAttr(phase, s_acc);
+    acc = get_slot(phase, &slot_acc);
     if (acc == NULL)
         goto done;
-    values = PyObject_GetAttr(acc, s_values);
+    if (Py_TYPE(acc) != accumulator_type) {
+        PyErr_SetString(PyExc_TypeError, "torchwatch: a phase's acc must be an Accumulator");
+        goto done;
+    }
+    values = get_slot(acc, &slot_values);
     if (values == NULL)
         goto done;
     if (!PyDict_CheckExact(values)) {
@@ -164,20 +242,31 @@ done:
     return result;
 slow:
     if (slow_log == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "torchwatch._speedups.log used before configure_log()");
+        PyErr_SetString(PyExc_RuntimeError, "torchwatch._speedups.log used before configure()");
         return NULL;
     }
     return PyObject_Vectorcall(slow_log, args, nargsf, kwnames);
 }
 
 static PyObject *
-configure_log(PyObject *module, PyObject *args)
+configure(PyObject *module, PyObject *args)
 {
     PyObject *log, *phases, *tensor, *complex;
+    PyTypeObject *phase, *accumulator;
     Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "OO!OO!n:configure_log", &log, &PyList_Type, &phases, &tensor,
-                          &PyTuple_Type, &complex, &limit))
+    if (!PyArg_ParseTuple(args, "OO!OO!nO!O!:configure", &log, &PyList_Type, &phases, &tensor,
+                          &PyTuple_Type, &complex, &limit, &PyType_Type, &phase, &PyType_Type,
+                          &accumulator))
         return NULL;
+    Slot *phase_slots[] = {&slot_on, &slot_step_weight, &slot_acc, &slot_steps, &slot_samples,
+                           &slot_data_wait_s, &slot_interval_due};
+    for (size_t i = 0; i < sizeof(phase_slots) / sizeof(phase_slots[0]); i++)
+        if (find_slot(phase, phase_slots[i]) < 0)
+            return NULL;
+    if (find_slot(accumulator, &slot_values) < 0)
+        return NULL;
+    Py_XSETREF(phase_type, (PyTypeObject *)Py_NewRef(phase));
+    Py_XSETREF(accumulator_type, (PyTypeObject *)Py_NewRef(accumulator));
     Py_XSETREF(slow_log, Py_NewRef(log));
     Py_XSETREF(active, Py_NewRef(phases));
     Py_XSETREF(tensor_type, Py_NewRef(tensor));
@@ -195,11 +284,22 @@ typedef struct {
     double bar_secs, bar_due, wait;
     Py_ssize_t done;
     int is_train, finished;
+    int monotonic;  /* the run's clock is time.perf_counter: read CLOCK_MONOTONIC here instead */
 } Watched;
 
 static int
 read_clock(Watched *w, double *now)
 {
+#ifdef CLOCK_MONOTONIC
+    if (w->monotonic) {  /* only differences of these readings are used: any steady clock does */
+        struct timespec ts;
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+            *now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+            return 0;
+        }
+        w->monotonic = 0;
+    }
+#endif
     PyObject *t = PyObject_CallNoArgs(w->clock);
     if (t == NULL)
         return -1;
@@ -234,38 +334,31 @@ rows_of(Watched *w, PyObject *item)
     return rows;
 }
 
-/* attribute += amount */
-static int
-add_to(PyObject *owner, PyObject *name, PyObject *amount)
-{
-    PyObject *old = PyObject_GetAttr(owner, name);
-    if (old == NULL)
-        return -1;
-    PyObject *sum = PyNumber_InPlaceAdd(old, amount);
-    Py_DECREF(old);
-    if (sum == NULL)
-        return -1;
-    int rc = PyObject_SetAttr(owner, name, sum);
-    Py_DECREF(sum);
-    return rc;
-}
-
 /* Phase.end_step(rows, wait) */
 static int
 end_step(Watched *w, PyObject *rows, double wait)
 {
     PyObject *phase = w->phase;
-    if (add_to(phase, s_steps, one_long) < 0 || add_to(phase, s_samples, rows) < 0)
+    if (add_to_slot(phase, &slot_steps, one_long) < 0 || add_to_slot(phase, &slot_samples, rows) < 0)
         return -1;
     PyObject *waited = PyFloat_FromDouble(wait);
     if (waited == NULL)
         return -1;
-    int rc = add_to(phase, s_data_wait_s, waited);
+    int rc = add_to_slot(phase, &slot_data_wait_s, waited);
     Py_DECREF(waited);
-    if (rc < 0 || (w->is_train && add_to(w->run, s_global_step, one_long) < 0))
+    if (rc < 0)
         return -1;
-    PyObject *steps = PyObject_GetAttr(phase, s_steps);
-    PyObject *due = steps == NULL ? NULL : PyObject_GetAttr(phase, s_interval_due);
+    if (w->is_train) {
+        PyObject *step = PyObject_GetAttr(w->run, s_global_step);
+        PyObject *next = step == NULL ? NULL : PyNumber_Add(step, one_long);
+        Py_XDECREF(step);
+        rc = next == NULL ? -1 : PyObject_SetAttr(w->run, s_global_step, next);
+        Py_XDECREF(next);
+        if (rc < 0)
+            return -1;
+    }
+    PyObject *steps = get_slot(phase, &slot_steps);
+    PyObject *due = steps == NULL ? NULL : get_slot(phase, &slot_interval_due);
     int close = due == NULL ? -1 : PyObject_RichCompareBool(steps, due, Py_GE);
     Py_XDECREF(steps);
     Py_XDECREF(due);
@@ -299,8 +392,7 @@ finish(Watched *w)
 {
     w->finished = 1;
     Py_CLEAR(w->rows);
-    if (PyObject_SetAttr(w->phase, s_step_weight, Py_None) < 0)
-        return -1;
+    set_slot(w->phase, &slot_step_weight, Py_None);
     if (w->bar == Py_None)
         return 0;
     if (show(w) < 0)
@@ -336,9 +428,8 @@ watched_next(Watched *w)
     if (w->rows != NULL) {  /* the step of the item handed out last ends here */
         PyObject *rows = w->rows;
         w->rows = NULL;
-        int rc = PyObject_SetAttr(w->phase, s_step_weight, Py_None);
-        if (rc == 0)
-            rc = end_step(w, rows, w->wait);
+        set_slot(w->phase, &slot_step_weight, Py_None);
+        int rc = end_step(w, rows, w->wait);
         Py_DECREF(rows);
         if (rc < 0)
             return fail(w);
@@ -374,10 +465,7 @@ watched_next(Watched *w)
     }
     if (!counted)  /* `rows or 1.0` weighs tw.log; `rows or 0` counts samples */
         Py_SETREF(rows, Py_NewRef(zero_long));
-    if (PyObject_SetAttr(w->phase, s_step_weight, counted ? rows : one_float) < 0) {
-        Py_DECREF(rows);
-        goto error;
-    }
+    set_slot(w->phase, &slot_step_weight, counted ? rows : one_float);
     w->rows = rows;
     w->wait = now - started;
     return item;
@@ -452,6 +540,10 @@ watched_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                      &iterable, &fixed, &bar, &show_bar, &first_rows, &tensor,
                                      &bar_secs))
         return NULL;
+    if (phase_type == NULL || Py_TYPE(phase) != phase_type) {
+        PyErr_SetString(PyExc_TypeError, "Watched needs a torchwatch Phase (after configure())");
+        return NULL;
+    }
     PyObject *run = PyObject_GetAttrString(phase, "run");
     if (run == NULL)
         return NULL;
@@ -481,6 +573,7 @@ watched_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     w->bar_secs = bar_secs;
     w->bar_due = bar == Py_None ? Py_HUGE_VAL : 0.0;  /* the clock is read anyway: no counter */
     w->is_train = train;
+    w->monotonic = clock == perf_counter;
     return (PyObject *)w;
 }
 
@@ -508,10 +601,12 @@ static PyMethodDef methods[] = {
      PyDoc_STR("log($module, value=None, /, *, n=None, **metrics)\n--\n\n"
                "Record metrics into the innermost active phase; a positional value is named "
                "``loss``.")},
-    {"configure_log", configure_log, METH_VARARGS,
-     PyDoc_STR("configure_log(slow_log, active, tensor, complex_dtypes, fold_limit)\n--\n\n"
-               "What log() needs: its Python fallback, the active phases, torch.Tensor, the "
-               "complex dtypes and the longest list it may append to.")},
+    {"configure", configure, METH_VARARGS,
+     PyDoc_STR("configure(slow_log, active, tensor, complex_dtypes, fold_limit, phase_type, "
+               "accumulator_type)\n--\n\n"
+               "What log() and Watched need: the Python tw.log, the active phases, torch.Tensor, "
+               "the complex dtypes, the longest list log() may append to, and the two classes "
+               "whose slots they read.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -529,16 +624,8 @@ intern_all(void)
     INTERN(s_requires_grad, "requires_grad");
     INTERN(s_detach, "detach");
     INTERN(s_shape, "shape");
-    INTERN(s_on, "on");
-    INTERN(s_step_weight, "step_weight");
-    INTERN(s_acc, "acc");
-    INTERN(s_values, "values");
     INTERN(s_log_one, "_log_one");
-    INTERN(s_steps, "steps");
-    INTERN(s_samples, "samples");
-    INTERN(s_data_wait_s, "data_wait_s");
     INTERN(s_global_step, "global_step");
-    INTERN(s_interval_due, "interval_due");
     INTERN(s_close_interval, "close_interval");
     INTERN(s_loss, "loss");
     INTERN(s_close, "close");
@@ -553,6 +640,13 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     if (intern_all() < 0 || PyType_Ready(&WatchedType) < 0)
+        return NULL;
+    PyObject *time_module = PyImport_ImportModule("time");
+    if (time_module == NULL)
+        return NULL;
+    perf_counter = PyObject_GetAttrString(time_module, "perf_counter");
+    Py_DECREF(time_module);
+    if (perf_counter == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)

@@ -112,6 +112,8 @@ class Interval:
 class Accumulator:
     """One phase's logged metrics: buffered per step, reduced per interval, totalled on the host."""
 
+    __slots__ = ("values", "host", "partials", "pending")  # _speedups.c reads ``values`` by offset
+
     def __init__(self) -> None:
         # name -> [(detached one-element tensor, weight), ...]; Phase.log appends to it directly
         self.values: Dict[str, List[Tuple[torch.Tensor, Any]]] = {}

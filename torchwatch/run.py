@@ -23,7 +23,7 @@ from . import distributed, signals
 from .clocks import host_clock
 from .compiled import speedups
 from .dynamo import is_compiling, log_outside_graph
-from .accumulate import FOLD_AT
+from .accumulate import FOLD_AT, Accumulator
 from .phase import ACTIVE, IntervalInfo, Phase, PhaseRecord
 from .sinks.console import ConsoleSink, epoch_label, phase_line
 from .values import NonFiniteError, reporter, warn
@@ -515,6 +515,7 @@ def log(value: Any = None, /, *, n: Any = None, **metrics: Any) -> None:
 
 python_log = log
 if speedups is not None:  # the same, compiled: 0-dim tensors without n= are appended in C
-    speedups.configure_log(log, ACTIVE, torch.Tensor,
-                           (torch.complex32, torch.complex64, torch.complex128), FOLD_AT - 1)
+    speedups.configure(log, ACTIVE, torch.Tensor,
+                       (torch.complex32, torch.complex64, torch.complex128), FOLD_AT - 1,
+                       Phase, Accumulator)
     log = speedups.log  # noqa: F811 (the Python log above is its fallback for everything else)
