@@ -48,7 +48,7 @@ def _reduce(pairs: List[Tuple[torch.Tensor, Any]]) -> Partial:
     device = stacked.device
     dtype = _acc_dtype(device)
     first = weights[0]
-    if not any(type(w) is torch.Tensor for w in weights):  # ints (samples) and floats (n=)
+    if torch.Tensor not in map(type, weights):  # ints (samples) and floats (n=)
         total = math.fsum(weights)
         if weights.count(first) == len(weights):
             return stacked.sum(dtype=dtype), float(first), total

@@ -254,8 +254,8 @@ class Phase:
                 self.returned[name] = good
 
     # -- steps and intervals -------------------------------------------------------------------
-    def _open_interval(self) -> None:
-        self.interval_start = Marker(self.run.clock, self.cuda)
+    def _open_interval(self, start: Optional[Marker] = None) -> None:
+        self.interval_start = start or Marker(self.run.clock, self.cuda)
         self.interval_first = self.run.global_step + 1
         # the phase's counters when the interval opened: the interval's own are differences
         self.interval_base = (self.steps, self.samples, self.data_wait_s)
@@ -274,12 +274,12 @@ class Phase:
     def close_interval(self, extra: Optional[Dict[str, torch.Tensor]] = None) -> None:
         """Start the interval's copy to the host and report the intervals that have arrived."""
         info = None
+        end = Marker(self.run.clock, self.cuda)  # and the start of the next interval
         steps, samples, wait = self.interval_base
         if self.steps > steps:
             info = IntervalInfo(
                 self.interval_first, self.run.global_step, self.steps - steps,
-                self.samples - samples, self.data_wait_s - wait, self.interval_start,
-                Marker(self.run.clock, self.cuda),
+                self.samples - samples, self.data_wait_s - wait, self.interval_start, end,
                 self.run.learning_rates() if self.run.tensorboard is not None else {},
             )
         closing = extra is not None  # the phase's last interval: _finish drains it
@@ -289,7 +289,7 @@ class Phase:
         if scale is not None:  # the scale tensor rides the interval's one copy: no sync
             extra = {**(extra or {}), LOSS_SCALE: scale}
         self.acc.close(info, extra)
-        self._open_interval()
+        self._open_interval(end)
         if not closing:
             for interval in self.acc.ready():
                 self._arrived(interval)
