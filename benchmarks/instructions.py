@@ -33,6 +33,7 @@ VARIANTS = {
     "steps": "`for x, y in tw.steps(batches)` in a phase",
     "log": "`tw.log(loss=loss)` every step in a phase",
     "full": "`tw.steps` + `tw.log` every step (the hot path, outputs off)",
+    "full-python": "`full` with `TORCHWATCH_PURE_PYTHON=1`: the pure-Python hot path",
 }
 
 
@@ -50,7 +51,8 @@ def inner(variant: str, epochs: int, steps: int) -> None:
     batches = [(torch.randn(64, 8), torch.randint(0, 2, (64,))) for _ in range(steps)]
     loss_fn = nn.CrossEntropyLoss()
     run = tw.Run(None, model=model, console=False, tensorboard=False, progress=False)
-    watch, log = variant in ("steps", "full"), variant in ("log", "full")
+    full = variant.startswith("full")
+    watch, log = full or variant == "steps", full or variant == "log"
 
     def epoch() -> None:
         for x, y in (tw.steps(batches) if watch else batches):
@@ -77,7 +79,8 @@ def count(variant: str, epochs: int, steps: int) -> tuple:
     # a fixed hash seed: dict layouts, and so the instructions of start-up, are the same in
     # both runs of a variant (random seeds moved the difference by ~10k instructions per step)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONHASHSEED": "0"}
+           "PYTHONHASHSEED": "0",
+           "TORCHWATCH_PURE_PYTHON": "1" if variant == "full-python" else ""}
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           env=env, check=True)
 

@@ -106,7 +106,7 @@ def test_bad_arguments_are_named(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("variant", ["bare", "phase", "steps", "log", "full"])
+@pytest.mark.parametrize("variant", ["bare", "phase", "steps", "log", "full", "full-python"])
 def test_instruction_counter_program_runs_each_variant(variant):
     """The program that benchmarks/instructions.py runs under valgrind trains in each variant
     (valgrind itself is too slow for the test suite)."""

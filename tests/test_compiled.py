@@ -1,0 +1,117 @@
+"""The compiled hot path (_speedups.c) against the pure-Python one: built, used, and the same."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import torchwatch as tw
+from torchwatch.compiled import speedups
+
+from .conftest import read_scalars
+
+PURE = os.environ.get("TORCHWATCH_PURE_PYTHON", "") not in ("", "0")
+
+# One script, run once per hot path: every case the compiled path hands back to Python (n=, a
+# positional float, a complex or multi-element tensor, a batch without a tensor), an early break
+# out of tw.steps, a metric first logged mid-phase, and a NaN.
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys, warnings
+    import torch
+    from torch import nn
+    import torchwatch as tw
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [(torch.randn(8 + i % 3, 4), torch.randint(0, 2, (8 + i % 3,))) for i in range(23)]
+    run = tw.init(sys.argv[1], model=model, optimizer=optimizer, log_every=4, progress=False)
+    for epoch in range(2):
+        with tw.phase("train"):
+            for i, (x, y) in enumerate(tw.steps(batches)):
+                out = model(x)
+                loss = nn.functional.cross_entropy(out, y)
+                optimizer.zero_grad(); loss.backward(); optimizer.step()
+                tw.log(loss=loss)
+                tw.log(loss.detach() * 2 if i % 2 else loss)  # positional: also named loss
+                if i >= 5:
+                    tw.log(late=torch.tensor(float(i)), acc=(out.argmax(1) == y).float().mean())
+                tw.log(weighted=torch.tensor(float(i)), n=i + 1)
+                tw.log(plain=float(i), ints=torch.tensor(i))
+                tw.log(bad=torch.ones(2), cplx=torch.tensor(1j))
+                if epoch == 1 and i == 7:
+                    tw.log(nan=torch.tensor(float("nan")))
+        with tw.phase("val"):
+            for j, item in enumerate(tw.steps([{"x": 1}, (torch.ones(3, 1),), torch.ones(5)] * 3)):
+                tw.log(loss=torch.tensor(float(j)))
+                if j == 6:
+                    break
+    tw.close()
+    print(json.dumps([r._asdict() for r in run.history]))
+    """
+)
+
+
+def run_script(tmp_path, pure):
+    env = {**os.environ, "TORCHWATCH_PURE_PYTHON": "1" if pure else "0"}
+    logdir = tmp_path / ("pure" if pure else "compiled")
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(logdir)], env=env, text=True,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    history = json.loads(done.stdout.strip().splitlines()[-1])
+    for record in history:
+        record.pop("time_s")
+    return logdir, history
+
+
+@pytest.mark.skipif(PURE, reason="TORCHWATCH_PURE_PYTHON is set")
+def test_the_compiled_hot_path_was_built_and_is_what_runs():
+    """pip install built _speedups (a C compiler was at hand), and tw.log and tw.steps use it."""
+    assert speedups is not None, (
+        "torchwatch._speedups was not built: reinstall with a C compiler (pip install -e .)")
+    assert tw.log is speedups.log
+    with tw.Run(None, console=False, tensorboard=False, progress=False).phase("val"):
+        assert isinstance(iter(tw.steps([1, 2])), speedups.Watched)
+
+
+def test_compiled_and_pure_python_write_the_same_values(tmp_path):
+    """The same loop under both hot paths gives the same history and the same TensorBoard
+    values at the same steps (timings aside), through every fallback case."""
+    if importlib.util.find_spec("torchwatch._speedups") is None:
+        pytest.skip("the compiled hot path is not built here")
+    pure_dir, pure = run_script(tmp_path, pure=True)
+    compiled_dir, compiled = run_script(tmp_path, pure=False)
+    assert json.dumps(compiled, sort_keys=True) == json.dumps(pure, sort_keys=True)
+    assert compiled[2]["steps"] == 23 and compiled[1]["steps"] == 6  # val broke out at j == 6
+    timed = ("time_ms", "time_s", "samples_per_s", "data_wait_frac")
+    for phase in ("train", "val"):
+        expected, got = read_scalars(pure_dir / phase), read_scalars(compiled_dir / phase)
+        assert sorted(got) == sorted(expected)
+        for tag in expected:
+            if not tag.endswith(timed):
+                assert [s for s, _ in got[tag]] == [s for s, _ in expected[tag]], (phase, tag)
+                assert [v for _, v in got[tag]] == pytest.approx(
+                    [v for _, v in expected[tag]], nan_ok=True), (phase, tag)
+    assert "step/late" in read_scalars(compiled_dir / "train")
+
+
+def test_an_early_break_ends_the_loop_cleanly():
+    """Breaking out of tw.steps leaves no step open: tw.log after the loop weighs by 1 again,
+    and the phase counts the steps finished before the break."""
+    run = tw.Run(None, console=False, tensorboard=False, progress=False)
+    with run.phase("val") as p:
+        for i, x in enumerate(tw.steps([torch.ones(4, 1)] * 10)):
+            if i == 3:
+                break
+        tw.log(loss=torch.tensor(2.0))
+        assert not p.in_step
+    assert p.record.steps == 3 and p.record.samples == 12
+    assert p.metrics == {"loss": 2.0}
