@@ -174,7 +174,8 @@ class Phase:
     def log(self, value: Any, n: Any, metrics: Dict[str, Any], names: Optional[Sequence[str]] = None,
             source: Optional[str] = None) -> None:
         """Record logged values. The hot path, a 0-dim tensor under a name already logged in this
-        phase, is one ``detach`` and one append; everything else goes through ``_log_one``."""
+        phase, is one ``detach`` and one append; everything else goes through ``_log_one``.
+        The compiled ``tw.log`` (``_speedups.c``) takes that hot path itself, without ``n=``."""
         if not self.on:
             return
         if n is None:
@@ -262,7 +263,9 @@ class Phase:
         self.interval_due = self.steps + self.run.log_every
 
     def end_step(self, samples: int, data_wait_s: float) -> None:
-        """One step done: count it, and close the interval every ``log_every`` steps."""
+        """One step done: count it, and close the interval every ``log_every`` steps.
+
+        ``_speedups.c`` (``end_step``) does the same for the compiled ``tw.steps`` iterator."""
         self.steps += 1
         self.samples += samples
         self.data_wait_s += data_wait_s

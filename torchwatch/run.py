@@ -20,10 +20,10 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import torch
 
 from . import distributed, signals
+from .accumulate import FOLD_AT, Accumulator
 from .clocks import host_clock
 from .compiled import speedups
 from .dynamo import is_compiling, log_outside_graph
-from .accumulate import FOLD_AT, Accumulator
 from .phase import ACTIVE, IntervalInfo, Phase, PhaseRecord
 from .sinks.console import ConsoleSink, epoch_label, phase_line
 from .values import NonFiniteError, reporter, warn
