@@ -19,7 +19,7 @@
 static inline PyObject *Py_NewRef(PyObject *obj) { Py_INCREF(obj); return obj; }
 #endif
 
-/* Phase and Accumulator declare __slots__: an attribute is a pointer at a fixed offset in the
+/* Phase, Accumulator (and Run, for global_step) declare __slots__: an attribute is a pointer at a fixed offset in the
  * instance, read here directly (the offsets come from the classes' member descriptors). A generic
  * attribute lookup costs some 200 instructions; this costs a handful. */
 typedef struct {
@@ -29,8 +29,9 @@ typedef struct {
 
 static Slot slot_on = {"on"}, slot_step_weight = {"step_weight"}, slot_acc = {"acc"},
             slot_steps = {"steps"}, slot_samples = {"samples"}, slot_data_wait_s = {"data_wait_s"},
-            slot_interval_due = {"interval_due"}, slot_values = {"values"};
-static PyTypeObject *phase_type, *accumulator_type;
+            slot_interval_due = {"interval_due"}, slot_values = {"values"},
+            slot_global_step = {"global_step"};
+static PyTypeObject *phase_type, *accumulator_type, *run_type;
 static PyObject *perf_counter;  /* time.perf_counter */
 
 static int
@@ -91,7 +92,7 @@ add_to_slot(PyObject *obj, const Slot *slot, PyObject *amount)
 
 /* attribute and keyword names, interned once */
 static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_log_one,
-    *s_global_step, *s_close_interval, *s_loss, *s_close;
+    *s_close_interval, *s_loss, *s_close;
 static PyObject *one_float, *one_long, *zero_long;
 
 /* ---- tw.log --------------------------------------------------------------------------------- */
@@ -252,19 +253,20 @@ static PyObject *
 configure(PyObject *module, PyObject *args)
 {
     PyObject *log, *phases, *tensor, *complex;
-    PyTypeObject *phase, *accumulator;
+    PyTypeObject *phase, *accumulator, *run;
     Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "OO!OO!nO!O!:configure", &log, &PyList_Type, &phases, &tensor,
+    if (!PyArg_ParseTuple(args, "OO!OO!nO!O!O!:configure", &log, &PyList_Type, &phases, &tensor,
                           &PyTuple_Type, &complex, &limit, &PyType_Type, &phase, &PyType_Type,
-                          &accumulator))
+                          &accumulator, &PyType_Type, &run))
         return NULL;
     Slot *phase_slots[] = {&slot_on, &slot_step_weight, &slot_acc, &slot_steps, &slot_samples,
                            &slot_data_wait_s, &slot_interval_due};
     for (size_t i = 0; i < sizeof(phase_slots) / sizeof(phase_slots[0]); i++)
         if (find_slot(phase, phase_slots[i]) < 0)
             return NULL;
-    if (find_slot(accumulator, &slot_values) < 0)
+    if (find_slot(accumulator, &slot_values) < 0 || find_slot(run, &slot_global_step) < 0)
         return NULL;
+    Py_XSETREF(run_type, (PyTypeObject *)Py_NewRef(run));
     Py_XSETREF(phase_type, (PyTypeObject *)Py_NewRef(phase));
     Py_XSETREF(accumulator_type, (PyTypeObject *)Py_NewRef(accumulator));
     Py_XSETREF(slow_log, Py_NewRef(log));
@@ -348,15 +350,8 @@ end_step(Watched *w, PyObject *rows, double wait)
     Py_DECREF(waited);
     if (rc < 0)
         return -1;
-    if (w->is_train) {
-        PyObject *step = PyObject_GetAttr(w->run, s_global_step);
-        PyObject *next = step == NULL ? NULL : PyNumber_Add(step, one_long);
-        Py_XDECREF(step);
-        rc = next == NULL ? -1 : PyObject_SetAttr(w->run, s_global_step, next);
-        Py_XDECREF(next);
-        if (rc < 0)
-            return -1;
-    }
+    if (w->is_train && add_to_slot(w->run, &slot_global_step, one_long) < 0)
+        return -1;
     PyObject *steps = get_slot(phase, &slot_steps);
     PyObject *due = steps == NULL ? NULL : get_slot(phase, &slot_interval_due);
     int close = due == NULL ? -1 : PyObject_RichCompareBool(steps, due, Py_GE);
@@ -547,6 +542,11 @@ watched_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     PyObject *run = PyObject_GetAttrString(phase, "run");
     if (run == NULL)
         return NULL;
+    if (!PyObject_TypeCheck(run, run_type)) {
+        Py_DECREF(run);
+        PyErr_SetString(PyExc_TypeError, "Watched needs a phase of a torchwatch Run");
+        return NULL;
+    }
     PyObject *clock = PyObject_GetAttrString(run, "clock");
     PyObject *is_train = PyObject_GetAttrString(phase, "is_train");
     PyObject *iterator = PyObject_GetIter(iterable);
@@ -603,9 +603,9 @@ static PyMethodDef methods[] = {
                "``loss``.")},
     {"configure", configure, METH_VARARGS,
      PyDoc_STR("configure(slow_log, active, tensor, complex_dtypes, fold_limit, phase_type, "
-               "accumulator_type)\n--\n\n"
+               "accumulator_type, run_type)\n--\n\n"
                "What log() and Watched need: the Python tw.log, the active phases, torch.Tensor, "
-               "the complex dtypes, the longest list log() may append to, and the two classes "
+               "the complex dtypes, the longest list log() may append to, and the three classes "
                "whose slots they read.")},
     {NULL, NULL, 0, NULL},
 };
@@ -625,7 +625,6 @@ intern_all(void)
     INTERN(s_detach, "detach");
     INTERN(s_shape, "shape");
     INTERN(s_log_one, "_log_one");
-    INTERN(s_global_step, "global_step");
     INTERN(s_close_interval, "close_interval");
     INTERN(s_loss, "loss");
     INTERN(s_close, "close");

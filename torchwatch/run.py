@@ -106,6 +106,10 @@ class Run:
     ``None`` elsewhere.
     """
 
+    # global_step is a slot, which _speedups.c bumps by offset each train step; the rest lives in
+    # the instance dict as usual
+    __slots__ = ("global_step", "__dict__", "__weakref__")
+
     def __init__(
         self,
         logdir: Optional[str] = None,
@@ -517,5 +521,5 @@ python_log = log
 if speedups is not None:  # the same, compiled: 0-dim tensors without n= are appended in C
     speedups.configure(log, ACTIVE, torch.Tensor,
                        (torch.complex32, torch.complex64, torch.complex128), FOLD_AT - 1,
-                       Phase, Accumulator)
+                       Phase, Accumulator, Run)
     log = speedups.log  # noqa: F811 (the Python log above is its fallback for everything else)
