@@ -19,9 +19,9 @@
 static inline PyObject *Py_NewRef(PyObject *obj) { Py_INCREF(obj); return obj; }
 #endif
 
-/* Phase, Accumulator (and Run, for global_step) declare __slots__: an attribute is a pointer at a fixed offset in the
- * instance, read here directly (the offsets come from the classes' member descriptors). A generic
- * attribute lookup costs some 200 instructions; this costs a handful. */
+/* Phase, Accumulator (and Run, for global_step) declare __slots__: such an attribute is a pointer
+ * at a fixed offset in the instance, read here directly (the offsets come from the classes' member
+ * descriptors). A generic attribute lookup costs some 200 instructions; this costs a handful. */
 typedef struct {
     const char *name;
     Py_ssize_t offset;
