@@ -341,7 +341,8 @@ static int
 end_step(Watched *w, PyObject *rows, double wait)
 {
     PyObject *phase = w->phase;
-    if (add_to_slot(phase, &slot_steps, one_long) < 0 || add_to_slot(phase, &slot_samples, rows) < 0)
+    if (add_to_slot(phase, &slot_steps, one_long) < 0
+        || add_to_slot(phase, &slot_samples, rows) < 0)
         return -1;
     PyObject *waited = PyFloat_FromDouble(wait);
     if (waited == NULL)
