@@ -74,20 +74,20 @@ set_slot(PyObject *obj, const Slot *slot, PyObject *value)
     Py_XDECREF(old);
 }
 
-/* obj.<slot> += amount */
-static int
+/* obj.<slot> += amount; the new value, borrowed from the slot (NULL on error) */
+static PyObject *
 add_to_slot(PyObject *obj, const Slot *slot, PyObject *amount)
 {
     PyObject *old = get_slot(obj, slot);
     if (old == NULL)
-        return -1;
+        return NULL;
     PyObject *sum = PyNumber_Add(old, amount);
     Py_DECREF(old);
     if (sum == NULL)
-        return -1;
+        return NULL;
     set_slot(obj, slot, sum);
     Py_DECREF(sum);
-    return 0;
+    return sum;
 }
 
 /* attribute and keyword names, interned once */
@@ -281,7 +281,7 @@ configure(PyObject *module, PyObject *args)
 
 typedef struct {
     PyObject_HEAD
-    PyObject *phase, *run, *iterator, *clock, *fixed, *bar, *show, *first_rows, *tensor;
+    PyObject *phase, *run, *iterator, *clock, *fixed, *bar, *show, *first_rows;
     PyObject *rows;  /* samples of the item handed out last, until its step ends; else NULL */
     double bar_secs, bar_due, wait;
     Py_ssize_t done;
@@ -320,9 +320,9 @@ rows_of(Watched *w, PyObject *item)
         first = PyTuple_GET_ITEM(item, 0);
     else if (kind == &PyList_Type && PyList_GET_SIZE(item) > 0)
         first = PyList_GET_ITEM(item, 0);
-    else if ((PyObject *)kind == w->tensor)
+    else if ((PyObject *)kind == tensor_type)
         first = item;
-    if (first == NULL || (PyObject *)Py_TYPE(first) != w->tensor)
+    if (first == NULL || (PyObject *)Py_TYPE(first) != tensor_type)
         return PyObject_CallOneArg(w->first_rows, item);
     Py_INCREF(first);
     PyObject *shape = PyObject_GetAttr(first, s_shape);
@@ -341,22 +341,18 @@ static int
 end_step(Watched *w, PyObject *rows, double wait)
 {
     PyObject *phase = w->phase;
-    if (add_to_slot(phase, &slot_steps, one_long) < 0
-        || add_to_slot(phase, &slot_samples, rows) < 0)
+    PyObject *steps = add_to_slot(phase, &slot_steps, one_long);
+    if (steps == NULL || add_to_slot(phase, &slot_samples, rows) == NULL)
         return -1;
+    Py_INCREF(steps);  /* compared below, after the other slots have changed */
     PyObject *waited = PyFloat_FromDouble(wait);
-    if (waited == NULL)
-        return -1;
-    int rc = add_to_slot(phase, &slot_data_wait_s, waited);
-    Py_DECREF(waited);
-    if (rc < 0)
-        return -1;
-    if (w->is_train && add_to_slot(w->run, &slot_global_step, one_long) < 0)
-        return -1;
-    PyObject *steps = get_slot(phase, &slot_steps);
-    PyObject *due = steps == NULL ? NULL : get_slot(phase, &slot_interval_due);
+    PyObject *added = waited == NULL ? NULL : add_to_slot(phase, &slot_data_wait_s, waited);
+    Py_XDECREF(waited);
+    if (added != NULL && w->is_train)
+        added = add_to_slot(w->run, &slot_global_step, one_long);
+    PyObject *due = added == NULL ? NULL : get_slot(phase, &slot_interval_due);
     int close = due == NULL ? -1 : PyObject_RichCompareBool(steps, due, Py_GE);
-    Py_XDECREF(steps);
+    Py_DECREF(steps);
     Py_XDECREF(due);
     if (close <= 0)
         return close;
@@ -494,7 +490,6 @@ watched_traverse(Watched *w, visitproc visit, void *arg)
     Py_VISIT(w->bar);
     Py_VISIT(w->show);
     Py_VISIT(w->first_rows);
-    Py_VISIT(w->tensor);
     Py_VISIT(w->rows);
     return 0;
 }
@@ -510,7 +505,6 @@ watched_clear(Watched *w)
     Py_CLEAR(w->bar);
     Py_CLEAR(w->show);
     Py_CLEAR(w->first_rows);
-    Py_CLEAR(w->tensor);
     Py_CLEAR(w->rows);
     return 0;
 }
@@ -528,13 +522,12 @@ watched_dealloc(PyObject *self)
 static PyObject *
 watched_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *phase, *iterable, *fixed, *bar, *show_bar, *first_rows, *tensor;
+    PyObject *phase, *iterable, *fixed, *bar, *show_bar, *first_rows;
     double bar_secs;
     static char *keywords[] = {"phase", "iterable", "fixed", "bar", "show", "first_rows",
-                               "tensor", "bar_secs", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOd:Watched", keywords, &phase,
-                                     &iterable, &fixed, &bar, &show_bar, &first_rows, &tensor,
-                                     &bar_secs))
+                               "bar_secs", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOd:Watched", keywords, &phase,
+                                     &iterable, &fixed, &bar, &show_bar, &first_rows, &bar_secs))
         return NULL;
     if (phase_type == NULL || Py_TYPE(phase) != phase_type) {
         PyErr_SetString(PyExc_TypeError, "Watched needs a torchwatch Phase (after configure())");
@@ -570,7 +563,6 @@ watched_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     w->bar = Py_NewRef(bar);
     w->show = Py_NewRef(show_bar);
     w->first_rows = Py_NewRef(first_rows);
-    w->tensor = Py_NewRef(tensor);
     w->bar_secs = bar_secs;
     w->bar_due = bar == Py_None ? Py_HUGE_VAL : 0.0;  /* the clock is read anyway: no counter */
     w->is_train = train;
@@ -582,7 +574,7 @@ static PyTypeObject WatchedType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "torchwatch._speedups.Watched",
     .tp_doc = PyDoc_STR(
-        "Watched(phase, iterable, fixed, bar, show, first_rows, tensor, bar_secs)\n--\n\n"
+        "Watched(phase, iterable, fixed, bar, show, first_rows, bar_secs)\n--\n\n"
         "steps._watched, compiled: the iterator tw.steps returns inside a phase."),
     .tp_basicsize = sizeof(Watched),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,

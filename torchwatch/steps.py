@@ -79,7 +79,7 @@ class Steps:
         bar = _bar(phase, self)
         phase.wait_known = True
         return speedups.Watched(phase, self.iterable, self.batch_size, bar, _show,
-                                first_tensor_rows, Tensor, BAR_SECS)
+                                first_tensor_rows, BAR_SECS)
 
 
 def steps(iterable: Iterable, *, total: Optional[int] = None, desc: Optional[str] = None,
