@@ -48,7 +48,8 @@ def test_bench_exits_zero_and_names_its_command_and_versions(report):
 
 
 def test_every_contender_has_a_row(report):
-    """Each contender of the issue appears; Ignite and Lightning say 'not installed' when absent."""
+    """Each contender of the issue appears; Ignite, Lightning and Fabric say 'not installed' when
+    absent."""
     _, text = report
     rows = table_rows(text, "**tiny: MLP 8→8→8→2, batch 64, 20 steps per epoch**")
     labels = " ".join(rows)
@@ -57,7 +58,8 @@ def test_every_contender_has_a_row(report):
             assert "of pure Python per step" in labels
         else:
             assert cls.label in rows, cls.label
-    for cls, module in ((bench.Ignite, "ignite"), (bench.Lightning, "lightning")):
+    for cls, module in ((bench.Ignite, "ignite"), (bench.Lightning, "lightning"),
+                        (bench.Fabric, "lightning")):
         if importlib.util.find_spec(module) is None:
             assert rows[cls.label][2] == "not installed"
 
@@ -78,6 +80,8 @@ def test_numbers_are_sane(report):
     assert (bare[3], bare[4], bare[5]) == ("1.00", "+0.0 [0, 0]", "0.00")
     for cls in (bench.Seed, bench.StepScalar, bench.TqdmPostfix):  # one .item() per step
         assert measured[cls.label][5] == "1.00", cls.label
+    if bench.Fabric.label in measured:  # fabric.log turns the loss into a float every step
+        assert measured[bench.Fabric.label][5] == "1.00"
     for cls in (bench.TorchwatchQuiet, bench.TorchwatchEpoch, bench.TorchwatchFull):
         assert float(measured[cls.label][5]) <= 2 / 20, cls.label  # phase end only
 

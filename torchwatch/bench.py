@@ -484,6 +484,66 @@ class Lightning(Contender):
             trainer.fit(self.module, train_dataloaders=_Iterable(self.batches))
 
 
+class Fabric(Contender):
+    key, label = "fabric", "Fabric (fabric.log(loss) per step + TensorBoardLogger)"
+    shows = "step curve (every step)"
+    needs = "lightning"
+
+    @classmethod
+    def missing(cls) -> Optional[str]:
+        for name in ("lightning", "lightning_fabric"):
+            if importlib.util.find_spec(name) is not None:
+                return None
+        return "not installed"
+
+    @classmethod
+    def prepare(cls) -> None:
+        _fabric()
+        for name in ("lightning.fabric", "lightning_fabric"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+    def __init__(self, work: Workload, logdir: str) -> None:
+        super().__init__(work, logdir)
+        Fabric, TensorBoardLogger = _fabric()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.fabric = Fabric(
+                accelerator="cuda" if work.device.type == "cuda" else "cpu", devices=1,
+                loggers=TensorBoardLogger(logdir, name="", version=0),
+            )
+            self.model, self.optimizer = self.fabric.setup(self.model, self.optimizer)
+        self.step = 0
+
+    def epoch(self, probe: Probe) -> None:
+        fabric, model, optimizer, loss_fn = self.fabric, self.model, self.optimizer, self.loss_fn
+        step = self.step
+        probe.start()
+        model.train()
+        for x, y in self.batches:
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad()
+            fabric.backward(loss)
+            optimizer.step()
+            fabric.log("loss", loss, step=step)  # the Fabric docs' way: .item() + add_scalar
+            step += 1
+        fabric.logger.experiment.flush()
+        probe.stop()
+        self.step = step
+
+    def close(self) -> None:
+        self.fabric.logger.experiment.close()
+
+
+def _fabric():
+    try:
+        from lightning.fabric import Fabric
+        from lightning.fabric.loggers import TensorBoardLogger
+    except ImportError:
+        from lightning_fabric import Fabric
+        from lightning_fabric.loggers import TensorBoardLogger
+    return Fabric, TensorBoardLogger
+
+
 class _Iterable:
     """The preloaded batches as one iterable with a length, no DataLoader around them."""
 
@@ -551,8 +611,9 @@ def _python_work(box: _Box) -> None:
 
 
 CONTENDERS = [Bare, PythonReference, TorchwatchQuiet, TorchwatchEpoch, TorchwatchFull, Seed,
-              StepScalar, TqdmPostfix, Ignite, Lightning]
-_PER_STEP_VIEW = ("add_scalar", "tqdm", "ignite", "lightning")  # peers with per-step visibility
+              StepScalar, TqdmPostfix, Ignite, Lightning, Fabric]
+# peers with per-step visibility
+_PER_STEP_VIEW = ("add_scalar", "tqdm", "ignite", "lightning", "fabric")
 
 
 # -- running the rounds ----------------------------------------------------------------------
