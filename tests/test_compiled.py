@@ -47,6 +47,11 @@ SCRIPT = textwrap.dedent(
                 tw.log(weighted=torch.tensor(float(i)), n=i + 1)
                 tw.log(plain=float(i), ints=torch.tensor(i))
                 tw.log(bad=torch.ones(2), cplx=torch.tensor(1j))
+                # read on the host by the compiled path, or not: a negative view (its memory
+                # holds minus its value), float64, float16
+                tw.log(neg=torch._neg_view(torch.tensor(i / 7)),
+                       f64=torch.tensor(i / 3, dtype=torch.float64),
+                       half=torch.tensor(i / 5, dtype=torch.float16))
                 if epoch == 1 and i == 7:
                     tw.log(nan=torch.tensor(float("nan")))
         with tw.phase("val"):
@@ -101,6 +106,29 @@ def test_compiled_and_pure_python_write_the_same_values(tmp_path):
                 assert [v for _, v in got[tag]] == pytest.approx(
                     [v for _, v in expected[tag]], nan_ok=True), (phase, tag)
     assert "step/late" in read_scalars(compiled_dir / "train")
+
+
+@pytest.mark.skipif(PURE, reason="TORCHWATCH_PURE_PYTHON is set")
+def test_compiled_log_reads_a_cpu_scalar_when_it_is_logged():
+    """The compiled tw.log reads a float32/float64 CPU scalar from host memory at the call: the
+    phase makes no read of its own at all, and a tensor changed in place afterwards keeps the
+    value it had when logged."""
+    if speedups is None:
+        pytest.skip("the compiled hot path is not built here")
+    from torchwatch.testing import count_syncs
+
+    x = torch.linspace(0, 1, 8, requires_grad=True)
+    total = torch.zeros((), dtype=torch.float64)
+    run = tw.Run(None, console=False, tensorboard=False, progress=False, log_every=10)
+    with count_syncs() as syncs, run.phase("train") as p:
+        for i in tw.steps(range(100)):
+            loss = (x * i).sum()
+            tw.log(loss=loss)
+            total += 1.0
+            tw.log(total=total)  # the same tensor each step, bumped in place after the call
+    assert syncs.torchwatch == 0, syncs
+    assert p.metrics["loss"] == pytest.approx(sum(4.0 * i for i in range(100)) / 100)
+    assert p.metrics["total"] == pytest.approx(50.5)  # the mean of 1..100, not 100
 
 
 def test_an_early_break_ends_the_loop_cleanly():

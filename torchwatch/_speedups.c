@@ -12,6 +12,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <math.h>
+#include <string.h>
 #include <structmember.h>
 #include <time.h>
 
@@ -29,7 +31,7 @@ typedef struct {
 
 static Slot slot_on = {"on"}, slot_step_weight = {"step_weight"}, slot_acc = {"acc"},
             slot_steps = {"steps"}, slot_samples = {"samples"}, slot_data_wait_s = {"data_wait_s"},
-            slot_interval_due = {"interval_due"}, slot_values = {"values"},
+            slot_interval_due = {"interval_due"}, slot_values = {"values"}, slot_host = {"host"},
             slot_global_step = {"global_step"};
 static PyTypeObject *phase_type, *accumulator_type, *run_type;
 static PyObject *perf_counter;  /* time.perf_counter */
@@ -92,49 +94,159 @@ add_to_slot(PyObject *obj, const Slot *slot, PyObject *amount)
 
 /* attribute and keyword names, interned once */
 static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_log_one,
-    *s_close_interval, *s_loss, *s_close;
+    *s_close_interval, *s_loss, *s_close, *s_is_cpu, *s_is_neg, *s_data_ptr;
 static PyObject *one_float, *one_long, *zero_long;
 
 /* ---- tw.log --------------------------------------------------------------------------------- */
 
 /* what configure() was given: the Python tw.log, the list of active phases, torch.Tensor,
- * the complex dtypes, and FOLD_AT - 1 (a metric's list longer than this takes the slow path,
- * which folds it) */
-static PyObject *slow_log, *active, *tensor_type, *complex_dtypes;
+ * the complex dtypes, float32 and float64, and FOLD_AT - 1 (a metric's list longer than this takes
+ * the slow path, which folds it) */
+static PyObject *slow_log, *active, *tensor_type, *complex_dtypes, *float32, *float64;
 static Py_ssize_t fold_limit;
 
-/* 1 for a 0-dim tensor of exactly type torch.Tensor with a real dtype, 0 otherwise, -1 on error */
+enum { NOT_HOT, HOT, HOT_FLOAT32, HOT_FLOAT64 };
+
+/* HOT for a 0-dim tensor of exactly type torch.Tensor with a real dtype (HOT_FLOAT32 /
+ * HOT_FLOAT64 for those two), NOT_HOT otherwise, -1 on error */
 static int
-is_hot_scalar(PyObject *item)
+hot_kind(PyObject *item)
 {
     if ((PyObject *)Py_TYPE(item) != tensor_type)
-        return 0;
+        return NOT_HOT;
     PyObject *ndim = PyObject_GetAttr(item, s_ndim);
     if (ndim == NULL)
         return -1;
     int zero = ndim == zero_long || (PyLong_CheckExact(ndim) && PyLong_AsLong(ndim) == 0);
     Py_DECREF(ndim);
     if (!zero)
-        return 0;
+        return NOT_HOT;
     PyObject *dtype = PyObject_GetAttr(item, s_dtype);
     if (dtype == NULL)
         return -1;
-    int real = 1;
+    int kind = dtype == float32 ? HOT_FLOAT32 : dtype == float64 ? HOT_FLOAT64 : HOT;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(complex_dtypes); i++)
         if (PyTuple_GET_ITEM(complex_dtypes, i) == dtype)
-            real = 0;
+            kind = NOT_HOT;
     Py_DECREF(dtype);
-    return real;
+    return kind;
 }
 
-/* Phase.log's loop body for one (name, item): the append when it is hot, _log_one otherwise */
+/* The value of a 0-dim float32/float64 tensor on the CPU, read from the host memory it already
+ * lives in: no kernel, no copy, nothing to wait for (CPU ops have finished when they return).
+ * 1 when read; 0 when it must take the device path instead (another device, a negative view,
+ * no storage: functorch's wrappers, zero tensors); -1 on error. */
 static int
-record(PyObject *phase, PyObject *values, PyObject *name, PyObject *item, PyObject *weight)
+read_on_host(PyObject *item, int kind, double *out)
 {
-    int hot = is_hot_scalar(item);
-    if (hot < 0)
+    PyObject *flag = PyObject_GetAttr(item, s_is_cpu);
+    if (flag == NULL)
         return -1;
-    if (hot) {
+    int cpu = flag == Py_True;
+    Py_DECREF(flag);
+    if (!cpu)
+        return 0;
+    flag = PyObject_CallMethodNoArgs(item, s_is_neg);  /* its memory holds minus its value */
+    if (flag == NULL)
+        return -1;
+    int neg = flag != Py_False;
+    Py_DECREF(flag);
+    if (neg)
+        return 0;
+    PyObject *address = PyObject_CallMethodNoArgs(item, s_data_ptr);
+    if (address == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_RuntimeError))
+            return -1;
+        PyErr_Clear();  /* "doesn't have storage": the device path handles it */
+        return 0;
+    }
+    const void *data = PyLong_AsVoidPtr(address);
+    Py_DECREF(address);
+    if (data == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (kind == HOT_FLOAT32) {
+        float value;
+        memcpy(&value, data, sizeof value);
+        *out = value;
+    }
+    else
+        memcpy(out, data, sizeof *out);
+    return 1;
+}
+
+/* sums[i] += amount, for a list of Python floats */
+static int
+add_to_item(PyObject *sums, Py_ssize_t i, double amount)
+{
+    double old = PyFloat_AsDouble(PyList_GET_ITEM(sums, i));
+    if (old == -1.0 && PyErr_Occurred())
+        return -1;
+    PyObject *sum = PyFloat_FromDouble(old + amount);
+    return sum == NULL ? -1 : PyList_SetItem(sums, i, sum);
+}
+
+/* Accumulator.add for a float: acc.host[name] += [value * weight, weight, non-finite] */
+static int
+add_on_host(PyObject *acc, PyObject *name, double value, double weight)
+{
+    PyObject *host = get_slot(acc, &slot_host);
+    if (host == NULL)
+        return -1;
+    int rc = -1;
+    if (!PyDict_CheckExact(host)) {
+        PyErr_SetString(PyExc_TypeError, "torchwatch: an accumulator's host sums must be a dict");
+        goto done;
+    }
+    PyObject *sums = PyDict_GetItemWithError(host, name);  /* borrowed */
+    if (sums == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        PyObject *fresh = Py_BuildValue("[ddd]", 0.0, 0.0, 0.0);
+        if (fresh == NULL)
+            goto done;
+        int set = PyDict_SetItem(host, name, fresh);
+        Py_DECREF(fresh);  /* the dict holds it */
+        if (set < 0)
+            goto done;
+        sums = fresh;
+    }
+    if (!PyList_CheckExact(sums) || PyList_GET_SIZE(sums) != 3) {
+        PyErr_SetString(PyExc_TypeError, "torchwatch: host sums must be a list of three floats");
+        goto done;
+    }
+    if (add_to_item(sums, 0, value * weight) < 0 || add_to_item(sums, 1, weight) < 0)
+        goto done;
+    if (!isfinite(value) && add_to_item(sums, 2, 1.0) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_DECREF(host);
+    return rc;
+}
+
+/* Phase.log's loop body for one (name, item). A float32/float64 scalar on the CPU is added to the
+ * host sums at once; another hot scalar is appended to its list (detached); anything else, or
+ * the first value of a metric on another device, goes to _log_one. */
+static int
+record(PyObject *phase, PyObject *acc, PyObject *values, PyObject *name, PyObject *item,
+       PyObject *weight)
+{
+    int kind = hot_kind(item);
+    if (kind < 0)
+        return -1;
+    /* the weight is the step's samples (an int) or 1.0 */
+    if ((kind == HOT_FLOAT32 || kind == HOT_FLOAT64)
+        && (PyFloat_CheckExact(weight) || PyLong_CheckExact(weight))) {
+        double value, w = PyFloat_AsDouble(weight);
+        if (w == -1.0 && PyErr_Occurred())
+            return -1;
+        int read = read_on_host(item, kind, &value);
+        if (read < 0)
+            return -1;
+        if (read)
+            return add_on_host(acc, name, value, w);
+    }
+    if (kind != NOT_HOT) {
         PyObject *pairs = PyDict_GetItemWithError(values, name);
         if (pairs == NULL && PyErr_Occurred())
             return -1;
@@ -228,10 +340,10 @@ hot_log(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwname
         PyErr_SetString(PyExc_TypeError, "torchwatch: a phase's accumulator values must be a dict");
         goto done;
     }
-    if (value != NULL && record(phase, values, s_loss, value, weight) < 0)
+    if (value != NULL && record(phase, acc, values, s_loss, value, weight) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < nkw; i++)
-        if (record(phase, values, PyTuple_GET_ITEM(kwnames, i), args[nargs + i], weight) < 0)
+        if (record(phase, acc, values, PyTuple_GET_ITEM(kwnames, i), args[nargs + i], weight) < 0)
             goto done;
     result = Py_NewRef(Py_None);
 done:
@@ -252,19 +364,20 @@ slow:
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    PyObject *log, *phases, *tensor, *complex;
+    PyObject *log, *phases, *tensor, *complex, *f32, *f64;
     PyTypeObject *phase, *accumulator, *run;
     Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "OO!OO!nO!O!O!:configure", &log, &PyList_Type, &phases, &tensor,
-                          &PyTuple_Type, &complex, &limit, &PyType_Type, &phase, &PyType_Type,
-                          &accumulator, &PyType_Type, &run))
+    if (!PyArg_ParseTuple(args, "OO!OO!(OO)nO!O!O!:configure", &log, &PyList_Type, &phases,
+                          &tensor, &PyTuple_Type, &complex, &f32, &f64, &limit, &PyType_Type,
+                          &phase, &PyType_Type, &accumulator, &PyType_Type, &run))
         return NULL;
     Slot *phase_slots[] = {&slot_on, &slot_step_weight, &slot_acc, &slot_steps, &slot_samples,
                            &slot_data_wait_s, &slot_interval_due};
     for (size_t i = 0; i < sizeof(phase_slots) / sizeof(phase_slots[0]); i++)
         if (find_slot(phase, phase_slots[i]) < 0)
             return NULL;
-    if (find_slot(accumulator, &slot_values) < 0 || find_slot(run, &slot_global_step) < 0)
+    if (find_slot(accumulator, &slot_values) < 0 || find_slot(accumulator, &slot_host) < 0
+        || find_slot(run, &slot_global_step) < 0)
         return NULL;
     Py_XSETREF(run_type, (PyTypeObject *)Py_NewRef(run));
     Py_XSETREF(phase_type, (PyTypeObject *)Py_NewRef(phase));
@@ -273,6 +386,8 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(active, Py_NewRef(phases));
     Py_XSETREF(tensor_type, Py_NewRef(tensor));
     Py_XSETREF(complex_dtypes, Py_NewRef(complex));
+    Py_XSETREF(float32, Py_NewRef(f32));
+    Py_XSETREF(float64, Py_NewRef(f64));
     fold_limit = limit;
     Py_RETURN_NONE;
 }
@@ -595,11 +710,11 @@ static PyMethodDef methods[] = {
                "Record metrics into the innermost active phase; a positional value is named "
                "``loss``.")},
     {"configure", configure, METH_VARARGS,
-     PyDoc_STR("configure(slow_log, active, tensor, complex_dtypes, fold_limit, phase_type, "
-               "accumulator_type, run_type)\n--\n\n"
+     PyDoc_STR("configure(slow_log, active, tensor, complex_dtypes, (float32, float64), "
+               "fold_limit, phase_type, accumulator_type, run_type)\n--\n\n"
                "What log() and Watched need: the Python tw.log, the active phases, torch.Tensor, "
-               "the complex dtypes, the longest list log() may append to, and the three classes "
-               "whose slots they read.")},
+               "the complex dtypes, the two dtypes read on the host, the longest list log() may "
+               "append to, and the three classes whose slots they read.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -621,6 +736,9 @@ intern_all(void)
     INTERN(s_close_interval, "close_interval");
     INTERN(s_loss, "loss");
     INTERN(s_close, "close");
+    INTERN(s_is_cpu, "is_cpu");
+    INTERN(s_is_neg, "is_neg");
+    INTERN(s_data_ptr, "data_ptr");
 #undef INTERN
     one_float = PyFloat_FromDouble(1.0);
     one_long = PyLong_FromLong(1);

@@ -24,6 +24,9 @@ __all__ = ["TensorBoardSink"]
 
 FLUSH_SECS = 10  # SummaryWriter's own flush to the OS
 HANDOFF_SECS = 1.0  # events wait at most this long (or until flush()) before reaching a writer
+# SummaryWriter's queue of serialized events (default 10): a hand-off of more events than that
+# would wait for its thread, event by event, trading the GIL back and forth. Events are ~150 bytes.
+MAX_QUEUE = 1000
 
 
 class TensorBoardSink:
@@ -46,10 +49,11 @@ class TensorBoardSink:
                 from torch.utils.tensorboard import SummaryWriter
 
                 path = os.path.join(self.logdir, phase)
+                options = dict(flush_secs=FLUSH_SECS, max_queue=MAX_QUEUE)
                 if self.reopen is not None and phase:
-                    writer = self.reopen.open(path, flush_secs=FLUSH_SECS)
+                    writer = self.reopen.open(path, **options)
                 else:
-                    writer = SummaryWriter(path, flush_secs=FLUSH_SECS)
+                    writer = SummaryWriter(path, **options)
             except Exception as error:
                 self._fail(error)
                 return None
