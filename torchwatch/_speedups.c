@@ -2,8 +2,10 @@
  *
  * The pure-Python versions (``run.log`` with ``Phase.log``, ``steps._watched`` with
  * ``Phase.end_step``) are the reference and the fallback: this file does the same thing, for the
- * common case only, and hands every other case to them. It uses the CPython API alone (no torch
- * headers), so one build works with any torch version.
+ * common case only, and hands every other case to them. One deliberate difference: a float32 or
+ * float64 scalar on the CPU is read from host memory when it is logged and summed on the host,
+ * where Python keeps a detached tensor until the interval closes (same values, less work). It
+ * uses the CPython API alone (no torch headers), so one build works with any torch version.
  *
  * Why compiled: a training step of a small model leaves the instruction cache cold, and each
  * bytecode of a Python hot path then costs several times what it costs in a micro-benchmark.
@@ -440,6 +442,15 @@ rows_of(Watched *w, PyObject *item)
     if (first == NULL || (PyObject *)Py_TYPE(first) != tensor_type)
         return PyObject_CallOneArg(w->first_rows, item);
     Py_INCREF(first);
+    /* len(tensor) is dim 0 without building a torch.Size; 0 for a 0-dim tensor (1 row) or an
+     * empty batch (0 rows), which the shape tells apart */
+    Py_ssize_t length = PyObject_Size(first);
+    if (length > 0) {
+        Py_DECREF(first);
+        return PyLong_FromSsize_t(length);
+    }
+    if (length < 0)
+        PyErr_Clear();  /* the shape below says what is wrong, if anything */
     PyObject *shape = PyObject_GetAttr(first, s_shape);
     Py_DECREF(first);
     if (shape == NULL)
