@@ -20,8 +20,9 @@ from .conftest import read_scalars
 PURE = os.environ.get("TORCHWATCH_PURE_PYTHON", "") not in ("", "0")
 
 # One script, run once per hot path: every case the compiled path hands back to Python (n=, a
-# positional float, a complex or multi-element tensor, a batch without a tensor), an early break
-# out of tw.steps, a metric first logged mid-phase, and a NaN.
+# positional float, a complex or multi-element tensor, a batch without a tensor, float16, a
+# negative view), the CPU scalars it reads on the host (float32, float64), batches of one 0-dim
+# or empty tensor, an early break out of tw.steps, a metric first logged mid-phase, and a NaN.
 SCRIPT = textwrap.dedent(
     """
     import json, sys, warnings
@@ -55,9 +56,11 @@ SCRIPT = textwrap.dedent(
                 if epoch == 1 and i == 7:
                     tw.log(nan=torch.tensor(float("nan")))
         with tw.phase("val"):
-            for j, item in enumerate(tw.steps([{"x": 1}, (torch.ones(3, 1),), torch.ones(5)] * 3)):
+            batches = [{"x": 1}, (torch.ones(3, 1),), torch.ones(5), (torch.ones(()),),
+                       [torch.ones(0, 2)]]  # samples: none, 3, 5, 1 (0-dim), 0 (empty)
+            for j, item in enumerate(tw.steps(batches * 3)):
                 tw.log(loss=torch.tensor(float(j)))
-                if j == 6:
+                if j == 8:
                     break
     tw.close()
     print(json.dumps([r._asdict() for r in run.history]))
@@ -95,7 +98,8 @@ def test_compiled_and_pure_python_write_the_same_values(tmp_path):
     pure_dir, pure = run_script(tmp_path, pure=True)
     compiled_dir, compiled = run_script(tmp_path, pure=False)
     assert json.dumps(compiled, sort_keys=True) == json.dumps(pure, sort_keys=True)
-    assert compiled[2]["steps"] == 23 and compiled[1]["steps"] == 6  # val broke out at j == 6
+    assert compiled[2]["steps"] == 23 and compiled[1]["steps"] == 8  # val broke out at j == 8
+    assert compiled[1]["samples"] == 3 + 5 + 1 + 0 + 3 + 5  # the first 8 batches
     timed = ("time_ms", "time_s", "samples_per_s", "data_wait_frac")
     for phase in ("train", "val"):
         expected, got = read_scalars(pure_dir / phase), read_scalars(compiled_dir / phase)

@@ -442,15 +442,7 @@ rows_of(Watched *w, PyObject *item)
     if (first == NULL || (PyObject *)Py_TYPE(first) != tensor_type)
         return PyObject_CallOneArg(w->first_rows, item);
     Py_INCREF(first);
-    /* len(tensor) is dim 0 without building a torch.Size; 0 for a 0-dim tensor (1 row) or an
-     * empty batch (0 rows), which the shape tells apart */
-    Py_ssize_t length = PyObject_Size(first);
-    if (length > 0) {
-        Py_DECREF(first);
-        return PyLong_FromSsize_t(length);
-    }
-    if (length < 0)
-        PyErr_Clear();  /* the shape below says what is wrong, if anything */
+    /* the shape, not len(): torch.Tensor.__len__ is Python, several times the cost */
     PyObject *shape = PyObject_GetAttr(first, s_shape);
     Py_DECREF(first);
     if (shape == NULL)
