@@ -56,9 +56,9 @@ SCRIPT = textwrap.dedent(
                 if epoch == 1 and i == 7:
                     tw.log(nan=torch.tensor(float("nan")))
         with tw.phase("val"):
-            batches = [{"x": 1}, (torch.ones(3, 1),), torch.ones(5), (torch.ones(()),),
-                       [torch.ones(0, 2)]]  # samples: none, 3, 5, 1 (0-dim), 0 (empty)
-            for j, item in enumerate(tw.steps(batches * 3)):
+            items = [{"x": 1}, (torch.ones(3, 1),), torch.ones(5), (torch.ones(()),),
+                     [torch.ones(0, 2)]]  # samples: none, 3, 5, 1 (0-dim), 0 (empty)
+            for j, item in enumerate(tw.steps(items * 3)):
                 tw.log(loss=torch.tensor(float(j)))
                 if j == 8:
                     break
