@@ -42,7 +42,7 @@ import time
 import timeit
 import tracemalloc
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -183,11 +183,11 @@ class Contender:
     key = ""
     label = ""
     shows = ""
-    needs: Optional[str] = None  # module that must be importable
+    needs: Tuple[str, ...] = ()  # top-level modules, one of which must be importable
 
     @classmethod
     def missing(cls) -> Optional[str]:
-        if cls.needs and importlib.util.find_spec(cls.needs) is None:
+        if cls.needs and all(importlib.util.find_spec(name) is None for name in cls.needs):
             return "not installed"
         return None
 
@@ -367,7 +367,7 @@ class TqdmPostfix(Contender):
 class Ignite(Contender):
     key, label = "ignite", "Ignite (Engine + ProgressBar + TensorboardLogger)"
     shows = "bar + step curve (every step)"
-    needs = "ignite"
+    needs = ("ignite",)
 
     @classmethod
     def prepare(cls) -> None:
@@ -420,21 +420,13 @@ def _ignite():
 class Lightning(Contender):
     key, label = "lightning", "Lightning (Trainer + self.log(prog_bar=True))"
     shows = "bar + step curve (every 50 steps)"
-    needs = "lightning"
-
-    @classmethod
-    def missing(cls) -> Optional[str]:
-        for name in ("lightning", "pytorch_lightning"):
-            if importlib.util.find_spec(name) is not None:
-                return None
-        return "not installed"
+    needs = ("lightning", "pytorch_lightning")
 
     @classmethod
     def prepare(cls) -> None:
         _lightning()
-        for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning",
-                     "lightning_fabric"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        _quiet_loggers("lightning.pytorch", "lightning.fabric", "pytorch_lightning",
+                       "lightning_fabric")
 
     def __init__(self, work: Workload, logdir: str) -> None:
         super().__init__(work, logdir)
@@ -487,20 +479,12 @@ class Lightning(Contender):
 class Fabric(Contender):
     key, label = "fabric", "Fabric (fabric.log(loss) per step + TensorBoardLogger)"
     shows = "step curve (every step)"
-    needs = "lightning"
-
-    @classmethod
-    def missing(cls) -> Optional[str]:
-        for name in ("lightning", "lightning_fabric"):
-            if importlib.util.find_spec(name) is not None:
-                return None
-        return "not installed"
+    needs = ("lightning", "lightning_fabric")
 
     @classmethod
     def prepare(cls) -> None:
         _fabric()
-        for name in ("lightning.fabric", "lightning_fabric"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        _quiet_loggers("lightning.fabric", "lightning_fabric")
 
     def __init__(self, work: Workload, logdir: str) -> None:
         super().__init__(work, logdir)
@@ -555,6 +539,12 @@ class _Iterable:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+def _quiet_loggers(*names: str) -> None:
+    """A peer's info lines (devices, set-up) are not part of the table."""
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _lightning():
@@ -676,7 +666,7 @@ def bench_workload(name: str, opts: argparse.Namespace, log: Callable[[str], Non
                     for _ in range(opts.warmup):
                         contender.epoch(Probe())
             except Exception as error:  # a peer's API changed: report it, run the others
-                if cls.needs is None:
+                if not cls.needs:
                     raise
                 rows[-1].note = f"failed: {type(error).__name__}: {error}"[:100]
                 continue
