@@ -559,11 +559,11 @@ def test_raising_writer_warns_once_and_training_goes_on(tmp_path, model, capsys,
     run = tw.init(tmp_path, model=model, log_every=2, progress=False)
 
     def break_writer(epoch):
-        def add_summary(*args, **kwargs):
+        def add_event(*args, **kwargs):  # what add_summary and add_scalar end in
             raise RuntimeError("quota exceeded")
 
         if epoch == 0:
-            run.writer("train").file_writer.add_summary = add_summary
+            run.writer("train").file_writer.add_event = add_event
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
