@@ -140,3 +140,24 @@ def test_instruction_counter_names_an_unknown_variant(capsys):
         sys.argv = argv
     assert exit_info.value.code == 2
     assert "unknown variants ['turbo']" in capsys.readouterr().err
+
+
+def test_outputs_benchmark_has_a_row_per_output():
+    """benchmarks/outputs.py runs a short measurement and prints a row of numbers for the bare
+    loop, outputs off, each output alone and all of them."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "outputs.py"
+    done = subprocess.run([sys.executable, str(script), "--rounds", "2", "--steps", "4",
+                           "--warmup", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout, "differences to outputs off.")
+    assert len(rows) == 6
+    assert "the tqdm bar" in rows and "all three: the `torchwatch full` row" in rows
+    for cells in rows.values():
+        start, end = float(cells[1]), float(cells[2])
+        assert start > 0 and end >= 0
+        assert all(math.isfinite(float(cell)) for cell in cells[3:])
+    assert rows["nothing (`run.history` only)"][3:6] == ["+0", "+0", "+0"]

@@ -1,0 +1,167 @@
+"""What each output of `torchwatch full` costs per epoch, at the two ends where it is paid.
+
+    python benchmarks/outputs.py                  # tiny workload, 30 rounds x 500 steps: ~2 min
+    python benchmarks/outputs.py --steps 200 --rounds 40
+
+The bar is created and first drawn as the epoch starts. Its last draw and close, TensorBoard's
+hand-off and flush, and the console line come as it ends. ``overhead.py`` times whole epochs. A
+100-ms epoch on this shared machine swings by milliseconds from round to round, more than these
+costs. So this script times only the ends:
+- the start: from calling the watched epoch function to the end of its first step;
+- the end: from the end of its last step to its return.
+
+Each variant runs the loop of ``overhead.py``'s "torchwatch full" row (``tw.steps`` +
+``tw.log`` every step, the tiny MLP, preloaded batches) with one output switched on. Rounds are
+interleaved, and each variant is compared with the same windows of the outputs-off variant in
+the same round. The time is process CPU time (all threads: SummaryWriter writes on its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+import torchwatch as tw
+from torchwatch import bench
+
+VARIANTS = {  # key: (what is on, the Run's options; None: the loop without torchwatch)
+    "bare": ("the bare loop, without torchwatch (for scale)", None),
+    "off": ("nothing (`run.history` only)",
+            dict(progress=False, console=False, tensorboard=False)),
+    "console": ("the epoch line", dict(progress=False, console=True, tensorboard=False)),
+    "bar": ("the tqdm bar", dict(progress=True, console=False, tensorboard=False)),
+    "tensorboard": ("TensorBoard (step and epoch curves)",
+                    dict(progress=False, console=False, tensorboard=True)),
+    "full": ("all three: the `torchwatch full` row", dict(progress=True)),
+}
+
+
+class Watched:
+    """One variant: a run, a fresh copy of the model, and the watched epoch function."""
+
+    def __init__(self, work: bench.Workload, logdir: str, options: dict,
+                 clock: Callable[[], float]) -> None:
+        self.model, self.optimizer = work.fresh()
+        self.run = (tw.Run(logdir, model=self.model, optimizer=self.optimizer, **options)
+                    if options is not None else None)
+        self.batches, loss_fn = work.batches, work.loss_fn
+        marks: List[float] = [0.0, 0.0]  # the ends of the first and of the last step
+        self.marks = marks
+        watched = self.run is not None
+
+        def train_one_epoch(model, batches, optimizer):
+            first = True
+            for x, y in (tw.steps(batches) if watched else batches):
+                loss = loss_fn(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if watched:
+                    tw.log(loss=loss)
+                marks[1] = clock()
+                if first:
+                    marks[0], first = marks[1], False
+
+        if watched:
+            train_one_epoch = self.run.watch_epoch(train_one_epoch)
+        else:  # the model.train() of the bare loop in overhead.py
+            def train_one_epoch(model, batches, optimizer, _loop=train_one_epoch):
+                model.train()
+                _loop(model, batches, optimizer)
+        self.train_one_epoch = train_one_epoch
+
+    def epoch(self, clock: Callable[[], float]) -> Tuple[float, float]:
+        """(start, end) seconds of one epoch; see the module's docstring."""
+        called = clock()
+        self.train_one_epoch(self.model, self.batches, self.optimizer)
+        returned = clock()
+        return self.marks[0] - called, returned - self.marks[1]
+
+
+def measure(steps: int, rounds: int, warmup: int,
+            clock: Callable[[], float]) -> Dict[str, List[Tuple[float, float]]]:
+    """{variant: [(start, end) seconds, one per round]}, rounds interleaved."""
+    work = bench.Workload("tiny", "cpu", steps)
+    results: Dict[str, List[Tuple[float, float]]] = {key: [] for key in VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="torchwatch-outputs-") as tmp:
+        variants = {key: Watched(work, os.path.join(tmp, key), options, clock)
+                    for key, (_, options) in VARIANTS.items()}
+        try:
+            with bench._quiet_output():
+                for _ in range(warmup):
+                    for variant in variants.values():
+                        variant.epoch(clock)
+                keys = list(variants)
+                for r in range(rounds):
+                    k = r % len(keys)
+                    for key in keys[k:] + keys[:k]:
+                        gc.collect()
+                        results[key].append(variants[key].epoch(clock))
+        finally:
+            for variant in variants.values():
+                if variant.run is not None:
+                    variant.run.close()
+    return results
+
+
+def table(results: Dict[str, List[Tuple[float, float]]], steps: int) -> List[str]:
+    off = results["off"]
+    lines = ["| on | start µs | end µs | start over off µs | end over off µs "
+             "| per epoch over off µs | per step, over a "
+             f"{steps}-step epoch µs |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for key, (what, _) in VARIANTS.items():
+        runs = results[key]
+        start = statistics.median(s for s, _ in runs)
+        end = statistics.median(e for _, e in runs)
+        over_start = statistics.median(s - o for (s, _), (o, _) in zip(runs, off))
+        over_end = statistics.median(e - o for (_, e), (_, o) in zip(runs, off))
+        both = statistics.median(s + e - a - b for (s, e), (a, b) in zip(runs, off))
+        lines.append(f"| {what} | {start * 1e6:.0f} | {end * 1e6:.0f} | {over_start * 1e6:+.0f} "
+                     f"| {over_end * 1e6:+.0f} | {both * 1e6:+.0f} | {both / steps * 1e6:+.2f} |")
+    return lines
+
+
+def main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=500, help="steps per epoch (500)")
+    parser.add_argument("--rounds", type=int, default=30, help="timed rounds (30)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed epochs first (2)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="process CPU time of all threads (default) or the wall clock")
+    opts = parser.parse_args(argv)
+    for key in ("steps", "rounds", "warmup"):
+        if getattr(opts, key) < 1:
+            parser.error(f"--{key} must be a positive int, got {getattr(opts, key)}")
+    clock = time.process_time if opts.clock == "cpu" else time.perf_counter
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        started = time.perf_counter()
+        results = measure(opts.steps, opts.rounds, opts.warmup, clock)
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        command = " ".join(["python benchmarks/outputs.py", *argv])
+        print("\n".join([
+            f"`{command}` · {stamp} · {bench._machine('cpu')} · {bench._versions()}", "",
+            f"{bench.describe('tiny', opts.steps)}; {opts.rounds} rounds, interleaved, "
+            f"{opts.warmup} warm-up epoch(s) excluded; time: "
+            f"{'process CPU time (all threads)' if opts.clock == 'cpu' else 'wall clock'}; "
+            "medians, and medians of the per-round differences to outputs off.", "",
+            *table(results, opts.steps), "",
+            f"_{time.perf_counter() - started:.0f} s in all._",
+        ]))
+    finally:
+        torch.set_num_threads(threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
