@@ -6,9 +6,11 @@
 The bar is created and first drawn as the epoch starts. Its last draw and close, TensorBoard's
 hand-off and flush, and the console line come as it ends. ``overhead.py`` times whole epochs. A
 100-ms epoch on this shared machine swings by milliseconds from round to round, more than these
-costs. So this script times only the ends:
+costs. So this script times the ends apart:
 - the start: from calling the watched epoch function to the end of its first step;
-- the end: from the end of its last step to its return.
+- the end: from the end of its last step to its return;
+- the step: the mean step in between (periodic bar draws, the interval closes that feed
+  TensorBoard), noisier, as in ``overhead.py``.
 
 Each variant runs the loop of ``overhead.py``'s "torchwatch full" row (``tw.steps`` +
 ``tw.log`` every step, the tiny MLP, preloaded batches) with one output switched on. Rounds are
@@ -78,19 +80,21 @@ class Watched:
                 _loop(model, batches, optimizer)
         self.train_one_epoch = train_one_epoch
 
-    def epoch(self, clock: Callable[[], float]) -> Tuple[float, float]:
-        """(start, end) seconds of one epoch; see the module's docstring."""
+    def epoch(self, clock: Callable[[], float]) -> Tuple[float, float, float]:
+        """(start, end, step) seconds of one epoch: see the module's docstring; the mean step
+        between the first and the last."""
         called = clock()
         self.train_one_epoch(self.model, self.batches, self.optimizer)
         returned = clock()
-        return self.marks[0] - called, returned - self.marks[1]
+        first, last = self.marks
+        return first - called, returned - last, (last - first) / (len(self.batches) - 1)
 
 
 def measure(steps: int, rounds: int, warmup: int,
-            clock: Callable[[], float]) -> Dict[str, List[Tuple[float, float]]]:
+            clock: Callable[[], float]) -> Dict[str, List[Tuple[float, float, float]]]:
     """{variant: [(start, end) seconds, one per round]}, rounds interleaved."""
     work = bench.Workload("tiny", "cpu", steps)
-    results: Dict[str, List[Tuple[float, float]]] = {key: [] for key in VARIANTS}
+    results: Dict[str, List[Tuple[float, float, float]]] = {key: [] for key in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="torchwatch-outputs-") as tmp:
         variants = {key: Watched(work, os.path.join(tmp, key), options, clock)
                     for key, (_, options) in VARIANTS.items()}
@@ -112,21 +116,25 @@ def measure(steps: int, rounds: int, warmup: int,
     return results
 
 
-def table(results: Dict[str, List[Tuple[float, float]]], steps: int) -> List[str]:
+def table(results: Dict[str, List[Tuple[float, float, float]]], steps: int) -> List[str]:
+    """One row per variant: medians of its windows, and of their per-round differences to the
+    same windows of outputs off."""
     off = results["off"]
-    lines = ["| on | start µs | end µs | start over off µs | end over off µs "
-             "| per epoch over off µs | per step, over a "
-             f"{steps}-step epoch µs |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def median(values) -> float:
+        return statistics.median(values) * 1e6
+
+    lines = ["| on | start µs | end µs | step µs | over off: start µs | end µs "
+             "| both ends µs | step µs |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key, (what, _) in VARIANTS.items():
         runs = results[key]
-        start = statistics.median(s for s, _ in runs)
-        end = statistics.median(e for _, e in runs)
-        over_start = statistics.median(s - o for (s, _), (o, _) in zip(runs, off))
-        over_end = statistics.median(e - o for (_, e), (_, o) in zip(runs, off))
-        both = statistics.median(s + e - a - b for (s, e), (a, b) in zip(runs, off))
-        lines.append(f"| {what} | {start * 1e6:.0f} | {end * 1e6:.0f} | {over_start * 1e6:+.0f} "
-                     f"| {over_end * 1e6:+.0f} | {both * 1e6:+.0f} | {both / steps * 1e6:+.2f} |")
+        cells = [median(run[i] for run in runs) for i in range(3)]
+        cells += [median(run[i] - base[i] for run, base in zip(runs, off)) for i in range(2)]
+        cells.append(median(run[0] + run[1] - base[0] - base[1] for run, base in zip(runs, off)))
+        cells.append(median(run[2] - base[2] for run, base in zip(runs, off)))
+        lines.append(f"| {what} | {cells[0]:.0f} | {cells[1]:.0f} | {cells[2]:.1f} "
+                     f"| {cells[3]:+.0f} | {cells[4]:+.0f} | {cells[5]:+.0f} | {cells[6]:+.1f} |")
     return lines
 
 

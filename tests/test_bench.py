@@ -157,7 +157,7 @@ def test_outputs_benchmark_has_a_row_per_output():
     assert len(rows) == 6
     assert "the tqdm bar" in rows and "all three: the `torchwatch full` row" in rows
     for cells in rows.values():
-        start, end = float(cells[1]), float(cells[2])
-        assert start > 0 and end >= 0
-        assert all(math.isfinite(float(cell)) for cell in cells[3:])
-    assert rows["nothing (`run.history` only)"][3:6] == ["+0", "+0", "+0"]
+        start, end, step = float(cells[1]), float(cells[2]), float(cells[3])
+        assert start > 0 and end >= 0 and step > 0
+        assert all(math.isfinite(float(cell)) for cell in cells[4:])
+    assert rows["nothing (`run.history` only)"][4:] == ["+0", "+0", "+0", "+0.0"]

@@ -5,8 +5,8 @@ and are created (and TensorBoard imported) when a phase first writes. They are h
 floats, never tensors (``add_scalar`` on a tensor calls ``.cpu()``: a sync). A writer that fails
 (full disk, deleted logdir) warns once and is dropped; training and the other sinks go on.
 
-Events are handed to the writers at most once every ``HANDOFF_SECS``, and always by ``flush()``
-(phase end, close, SIGTERM). Each hand-off wakes SummaryWriter's thread, whose pure-Python work
+Events are handed to the writers at most once every ``HANDOFF_SECS`` (counted from the last
+hand-off, a flush's included), and always by ``flush()`` (phase end, close, SIGTERM). Each hand-off wakes SummaryWriter's thread, whose pure-Python work
 then competes with the training loop for the GIL, so it is woken about once a second rather than
 once per interval (the full and outputs-off rows of ``benchmarks/overhead.py`` show the cost).
 Each event keeps the wall time at which it was logged.
@@ -69,13 +69,16 @@ class TensorBoardSink:
             for tag, value in scalars.items():
                 if tag.startswith("epoch/"):
                     self.final[(phase, tag)] = value
-        now = time.monotonic()
-        if now >= self.due:
-            self.due = now + HANDOFF_SECS
+        if time.monotonic() >= self.due:
             self.handoff()
 
     def handoff(self) -> None:
-        """Give the queued events to their writers (one ``Summary`` event per ``log`` call)."""
+        """Give the queued events to their writers (one ``Summary`` event per ``log`` call).
+
+        The next waits ``HANDOFF_SECS``, after a ``flush()`` too: a phase end has just handed
+        everything over, and waking the writer's thread again early in the next phase would
+        cost the loop about a millisecond for a single event (``benchmarks/outputs.py``)."""
+        self.due = time.monotonic() + HANDOFF_SECS
         pending, self.pending = self.pending, []
         if not pending or self.failed:
             return
