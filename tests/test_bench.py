@@ -161,3 +161,19 @@ def test_outputs_benchmark_has_a_row_per_output():
         assert start > 0 and end >= 0 and step > 0
         assert all(math.isfinite(float(cell)) for cell in cells[4:])
     assert rows["nothing (`run.history` only)"][4:] == ["+0", "+0", "+0", "+0.0"]
+
+
+def test_overhead_is_measured_against_the_bare_epochs_around_each_epoch():
+    """A machine slowing down steadily from epoch to epoch adds nothing to the overhead: each
+    contender epoch is compared with the mean of the bare-loop epochs just before and after it,
+    not with a bare epoch several epochs away."""
+    steps, cost = 100, 0.5  # the contender costs 0.5 s more per epoch, 5 ms per step
+    bare, spans, before = [], [], []
+    for epoch in range(21):  # bare, contender, bare, contender, ... bare, on a slowing clock
+        if epoch % 2 == 0:
+            bare.append(10.0 + epoch)
+        else:
+            before.append(len(bare) - 1)
+            spans.append(10.0 + epoch + cost)
+    overheads = bench._overheads(spans, bare, before, steps)
+    assert overheads == pytest.approx([cost / steps] * 10)

@@ -1,11 +1,11 @@
 """``torchwatch bench``: what watching a loop costs, beside the bare loop and the usual ways.
 
 Every contender runs the same training loop (forward, loss, ``zero_grad``, ``backward``, SGD
-step) over the same batches, preloaded on the device. Rounds are interleaved (A B C ... A B C
-...), each round rotated by one so no contender always follows the same neighbour; warm-up
-epochs are not timed. Per contender it reports the median time per step, its ratio to the bare
-loop, the overhead per step (the median over rounds of the difference to the bare loop *of the
-same round*, so the machine's slow spells cancel), syncs per step (``torchwatch.testing.
+step) over the same batches, preloaded on the device. Rounds are interleaved, each contender's
+epoch between two of the bare loop's (bare A bare B bare C ... bare), each round rotated by one;
+warm-up epochs are not timed. Per contender it reports the median time per step, its ratio to
+the bare loop, the overhead per step (the median over rounds of the difference to the mean of
+the two bare epochs around it, so the machine's slow drifts cancel), syncs per step (``torchwatch.testing.
 count_syncs``), the peak memory of one epoch and the start-up cost. Then ``timeit``
 micro-benchmarks of the hot path beside the bare-Python cost of the same shape, and the cost of
 ``import torchwatch`` + ``init`` beside ``import torch``, measured in fresh interpreters.
@@ -674,14 +674,28 @@ def bench_workload(name: str, opts: argparse.Namespace, log: Callable[[str], Non
             rows[-1].hot = getattr(contender, "hot", math.nan)
             timer = CudaTimer() if cuda else HostTimer(opts.clock)
             live.append((rows[-1], contender, timer, []))
+        # each contender's epoch between two of the bare loop's: see _overheads
+        bare_entry = next((entry for entry in live if entry[0].cls is Bare), None)
+        others = [entry for entry in live if entry is not bare_entry]
+        brackets: Dict[str, List[int]] = {entry[0].cls.key: [] for entry in others}
+
+        def timed(entry: tuple) -> None:
+            _, contender, timer, outside = entry
+            gc.collect()
+            started = clock()
+            contender.epoch(timer)
+            outside.append(clock() - started - timer.spans[-1])
+
         with _quiet_output():
             for r in range(opts.rounds):
-                k = r % len(live)
-                for row, contender, timer, outside in live[k:] + live[:k]:
-                    gc.collect()
-                    started = clock()
-                    contender.epoch(timer)
-                    outside.append(clock() - started - timer.spans[-1])
+                k = r % max(1, len(others))
+                for entry in (others[k:] + others[:k]) or [bare_entry]:
+                    if bare_entry is not None and entry is not bare_entry:
+                        timed(bare_entry)
+                        brackets[entry[0].cls.key].append(len(bare_entry[2].spans) - 1)
+                    timed(entry)
+            if bare_entry is not None and others:
+                timed(bare_entry)  # closes the last contender's bracket
         log(f"{name}: {opts.rounds} rounds timed; counting syncs and memory ...")
         for row, contender, _, _ in live:
             syncs, memory = SyncProbe(cuda), MemoryProbe(cuda)
@@ -703,9 +717,20 @@ def bench_workload(name: str, opts: argparse.Namespace, log: Callable[[str], Non
         row.startup += max(0.0, statistics.median(outside))
         if bare is not None:
             row.ratio = statistics.median(spans) / statistics.median(bare.spans)
-            row.overhead, *row.overhead_ci = median_ci(
-                [(a - b) / opts.steps for a, b in zip(spans, bare.spans)])
+            if timer is bare:
+                row.overhead, row.overhead_ci = 0.0, (0.0, 0.0)
+            else:
+                row.overhead, *row.overhead_ci = median_ci(
+                    _overheads(spans, bare.spans, brackets[row.cls.key], opts.steps))
     return rows
+
+
+def _overheads(spans: Sequence[float], bare: Sequence[float], before: Sequence[int],
+               steps: int) -> List[float]:
+    """Per round, a contender's epoch minus the mean of the bare loop's epochs just before and
+    just after it, per step. The machine's speed drifts over seconds (successive bare epochs
+    correlate at about 0.75 here), so the bare epochs next to it are the fairest yardstick."""
+    return [(span - (bare[i] + bare[i + 1]) / 2) / steps for span, i in zip(spans, before)]
 
 
 def median_ci(values: Sequence[float]) -> tuple:
@@ -1036,8 +1061,9 @@ def main(argv: Optional[List[str]] = None, command: Optional[str] = None) -> int
 
             emit([f"Same loop for every contender; {opts.rounds} rounds × {opts.steps} steps, "
                   f"interleaved, {opts.warmup} warm-up epoch(s) excluded; time: "
-                  f"{opts.clock_name}, median per step; overhead: median of the per-round "
-                  "differences to the bare loop; `torch.set_num_threads(1)`.", ""])
+                  f"{opts.clock_name}, median per step; overhead: median over rounds of the "
+                  "difference to the mean of the bare-loop epochs just before and after; "
+                  "`torch.set_num_threads(1)`.", ""])
             for name in opts.workloads:
                 log(f"torchwatch bench: {name} workload ...")
                 rows = rows_by[name] = bench_workload(name, opts, log)
