@@ -14,8 +14,9 @@ costs. So this script times the ends apart:
 
 Each variant runs the loop of ``overhead.py``'s "torchwatch full" row (``tw.steps`` +
 ``tw.log`` every step, the tiny MLP, preloaded batches) with one output switched on. Rounds are
-interleaved, and each variant is compared with the same windows of the outputs-off variant in
-the same round. The time is process CPU time (all threads: SummaryWriter writes on its own).
+interleaved, each variant's epoch between two epochs with every output off, and its windows are
+compared with the mean of theirs. The time is process CPU time (all threads: SummaryWriter
+writes on its own).
 """
 
 from __future__ import annotations
@@ -90,36 +91,58 @@ class Watched:
         return first - called, returned - last, (last - first) / (len(self.batches) - 1)
 
 
+Windows = Tuple[float, float, float]  # start, end, step: see Watched.epoch
+
+
 def measure(steps: int, rounds: int, warmup: int,
-            clock: Callable[[], float]) -> Dict[str, List[Tuple[float, float, float]]]:
-    """{variant: [(start, end) seconds, one per round]}, rounds interleaved."""
+            clock: Callable[[], float]) -> Dict[str, List[Tuple[Windows, Windows]]]:
+    """{variant: [(its windows, the outputs-off windows to compare them with), one per round]}.
+
+    Rounds are interleaved, each variant's epoch between two outputs-off epochs, and compared
+    with their mean: the machine's speed drifts over seconds, so the nearest epochs are the
+    fairest yardstick (as in ``overhead.py``)."""
     work = bench.Workload("tiny", "cpu", steps)
-    results: Dict[str, List[Tuple[float, float, float]]] = {key: [] for key in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="torchwatch-outputs-") as tmp:
         variants = {key: Watched(work, os.path.join(tmp, key), options, clock)
                     for key, (_, options) in VARIANTS.items()}
+        off = variants["off"]
+        keys = [key for key in variants if key != "off"]
+        off_runs: List[Windows] = []
+        runs: Dict[str, List[Tuple[Windows, int]]] = {key: [] for key in keys}
+
+        def timed(variant: Watched) -> Windows:
+            gc.collect()
+            return variant.epoch(clock)
+
         try:
             with bench._quiet_output():
                 for _ in range(warmup):
                     for variant in variants.values():
                         variant.epoch(clock)
-                keys = list(variants)
                 for r in range(rounds):
                     k = r % len(keys)
                     for key in keys[k:] + keys[:k]:
-                        gc.collect()
-                        results[key].append(variants[key].epoch(clock))
+                        off_runs.append(timed(off))
+                        runs[key].append((timed(variants[key]), len(off_runs) - 1))
+                off_runs.append(timed(off))
         finally:
             for variant in variants.values():
                 if variant.run is not None:
                     variant.run.close()
-    return results
+
+    def around(i: int) -> Windows:
+        before, after = off_runs[i], off_runs[i + 1]
+        return tuple((a + b) / 2 for a, b in zip(before, after))  # type: ignore[return-value]
+
+    results = {"off": [(windows, windows) for windows in off_runs]}
+    for key in keys:
+        results[key] = [(windows, around(i)) for windows, i in runs[key]]
+    return {key: results[key] for key in VARIANTS}
 
 
-def table(results: Dict[str, List[Tuple[float, float, float]]], steps: int) -> List[str]:
-    """One row per variant: medians of its windows, and of their per-round differences to the
-    same windows of outputs off."""
-    off = results["off"]
+def table(results: Dict[str, List[Tuple[Windows, Windows]]]) -> List[str]:
+    """One row per variant: medians of its windows, and of their differences to the outputs-off
+    windows around them."""
 
     def median(values) -> float:
         return statistics.median(values) * 1e6
@@ -129,10 +152,10 @@ def table(results: Dict[str, List[Tuple[float, float, float]]], steps: int) -> L
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key, (what, _) in VARIANTS.items():
         runs = results[key]
-        cells = [median(run[i] for run in runs) for i in range(3)]
-        cells += [median(run[i] - base[i] for run, base in zip(runs, off)) for i in range(2)]
-        cells.append(median(run[0] + run[1] - base[0] - base[1] for run, base in zip(runs, off)))
-        cells.append(median(run[2] - base[2] for run, base in zip(runs, off)))
+        cells = [median(run[i] for run, _ in runs) for i in range(3)]
+        cells += [median(run[i] - base[i] for run, base in runs) for i in range(2)]
+        cells.append(median(run[0] + run[1] - base[0] - base[1] for run, base in runs))
+        cells.append(median(run[2] - base[2] for run, base in runs))
         lines.append(f"| {what} | {cells[0]:.0f} | {cells[1]:.0f} | {cells[2]:.1f} "
                      f"| {cells[3]:+.0f} | {cells[4]:+.0f} | {cells[5]:+.0f} | {cells[6]:+.1f} |")
     return lines
@@ -162,8 +185,9 @@ def main(argv: List[str]) -> int:
             f"{bench.describe('tiny', opts.steps)}; {opts.rounds} rounds, interleaved, "
             f"{opts.warmup} warm-up epoch(s) excluded; time: "
             f"{'process CPU time (all threads)' if opts.clock == 'cpu' else 'wall clock'}; "
-            "medians, and medians of the per-round differences to outputs off.", "",
-            *table(results, opts.steps), "",
+            "each variant's epoch between two with every output off; medians, and medians of "
+            "the differences to the mean of those two.", "",
+            *table(results), "",
             f"_{time.perf_counter() - started:.0f} s in all._",
         ]))
     finally:

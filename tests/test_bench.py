@@ -153,7 +153,7 @@ def test_outputs_benchmark_has_a_row_per_output():
     done = subprocess.run([sys.executable, str(script), "--rounds", "2", "--steps", "4",
                            "--warmup", "1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    rows = table_rows(done.stdout, "differences to outputs off.")
+    rows = table_rows(done.stdout, "the mean of those two.")
     assert len(rows) == 6
     assert "the tqdm bar" in rows and "all three: the `torchwatch full` row" in rows
     for cells in rows.values():

@@ -287,6 +287,29 @@ def test_unknown_samples_write_no_throughput(tmp_path):
     assert [s for s, _ in written["step/data_wait_frac"]] == [2, 3]
 
 
+def test_a_short_phase_hands_its_step_events_over_at_its_end(tmp_path):
+    """The step events of a phase shorter than a second reach the SummaryWriter together, in the
+    flush at its end (one wake-up of the writer's thread), even when the phase starts seconds
+    after the last hand-off."""
+    run = tw.init(logdir=str(tmp_path), console=False, log_every=2)
+    file_writer = run.writer("train")._get_file_writer()
+    handed = []
+    add_event = file_writer.add_event
+    file_writer.add_event = lambda event, step, *rest: (handed.append(step),
+                                                       add_event(event, step, *rest))
+    for epoch in range(2):
+        time.sleep(1.2)  # longer than HANDOFF_SECS since the previous hand-off
+        with tw.phase("train"):
+            for i in tw.steps(range(10)):
+                tw.log(loss=torch.tensor(float(i)))
+                time.sleep(0.005)
+            assert len(handed) == 6 * epoch  # nothing handed over while the phase ran
+        assert handed[6 * epoch:] == [10 * epoch + s for s in (2, 4, 6, 8, 10)] + [epoch]
+    tw.close()
+    assert [s for s, _ in read_scalars(tmp_path / "train")["step/loss"]] == [2, 4, 6, 8, 10,
+                                                                          12, 14, 16, 18, 20]
+
+
 def test_step_curves_reach_the_writer_during_a_long_phase_with_their_own_times(tmp_path):
     """Interval events are handed to the SummaryWriter about once a second while the phase runs
     (readable after a flush of the user's own), each with the wall time it was logged at."""
@@ -296,7 +319,7 @@ def test_step_curves_reach_the_writer_during_a_long_phase_with_their_own_times(t
         for i in tw.steps(range(60)):
             time.sleep(0.04)
             tw.log(loss=torch.tensor(float(i)))
-            if i == 54:  # 2.2 s in: the hand-offs at about 0 s and 1 s and 2 s have happened
+            if i == 54:  # 2.2 s in: the events of 0.2 s to 1.2 s were handed over at 1.2 s
                 run.writer("train").flush()
                 seen_mid_phase = read_scalars(tmp_path / "train").get("step/loss", [])
     tw.close()

@@ -5,11 +5,12 @@ and are created (and TensorBoard imported) when a phase first writes. They are h
 floats, never tensors (``add_scalar`` on a tensor calls ``.cpu()``: a sync). A writer that fails
 (full disk, deleted logdir) warns once and is dropped; training and the other sinks go on.
 
-Events are handed to the writers at most once every ``HANDOFF_SECS`` (counted from the last
-hand-off, a flush's included), and always by ``flush()`` (phase end, close, SIGTERM). Each hand-off wakes SummaryWriter's thread, whose pure-Python work
-then competes with the training loop for the GIL, so it is woken about once a second rather than
-once per interval (the full and outputs-off rows of ``benchmarks/overhead.py`` show the cost).
-Each event keeps the wall time at which it was logged.
+Events wait until the oldest of them has waited ``HANDOFF_SECS``, or until ``flush()`` (phase
+end, close, SIGTERM), before they are handed to the writers. Each hand-off wakes SummaryWriter's
+thread, whose pure-Python work then competes with the training loop for the GIL: about a
+millisecond of the loop's time even for one event. So in a long phase the writers get events
+about once a second, and a phase shorter than that hands them all over at its end, in the flush
+that precedes its console line. Each event keeps the wall time at which it was logged.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..values import warn
 __all__ = ["TensorBoardSink"]
 
 FLUSH_SECS = 10  # SummaryWriter's own flush to the OS
-HANDOFF_SECS = 1.0  # events wait at most this long (or until flush()) before reaching a writer
+HANDOFF_SECS = 1.0  # events wait about this long at most (or until flush()) for a writer
 # SummaryWriter's queue of serialized events (default 10): a hand-off of more events than that
 # would wait for its thread, event by event, trading the GIL back and forth. Events are ~150 bytes.
 MAX_QUEUE = 1000
@@ -64,21 +65,19 @@ class TensorBoardSink:
         """Queue one event with all of ``scalars`` (floats) at ``step``; see ``HANDOFF_SECS``."""
         if self.failed:
             return
+        now = time.monotonic()
+        if not self.pending:  # the oldest queued event sets when they are handed over
+            self.due = now + HANDOFF_SECS
         self.pending.append((phase, scalars, step, time.time()))
         if phase != "":
             for tag, value in scalars.items():
                 if tag.startswith("epoch/"):
                     self.final[(phase, tag)] = value
-        if time.monotonic() >= self.due:
+        if now >= self.due:
             self.handoff()
 
     def handoff(self) -> None:
-        """Give the queued events to their writers (one ``Summary`` event per ``log`` call).
-
-        The next waits ``HANDOFF_SECS``, after a ``flush()`` too: a phase end has just handed
-        everything over, and waking the writer's thread again early in the next phase would
-        cost the loop about a millisecond for a single event (``benchmarks/outputs.py``)."""
-        self.due = time.monotonic() + HANDOFF_SECS
+        """Give the queued events to their writers (one ``Summary`` event per ``log`` call)."""
         pending, self.pending = self.pending, []
         if not pending or self.failed:
             return
