@@ -11,8 +11,6 @@ import textwrap
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import torchwatch as tw
 from torchwatch.compiled import speedups
@@ -135,50 +133,6 @@ def test_compiled_log_reads_a_cpu_scalar_when_it_is_logged():
     assert syncs.torchwatch == 0, syncs
     assert p.metrics["loss"] == pytest.approx(sum(4.0 * i for i in range(100)) / 100)
     assert p.metrics["total"] == pytest.approx(50.5)  # the mean of 1..100, not 100
-
-
-@pytest.mark.skipif(PURE, reason="TORCHWATCH_PURE_PYTHON is set")
-@settings(max_examples=300, deadline=None)
-@given(data=st.binary(max_size=4096))
-def test_compiled_checksum_gives_tensorboards_values(data):
-    """_speedups.masked_crc32c gives what TensorBoard's pure-Python masked_crc32c gives, for any
-    bytes (bytearray and memoryview too)."""
-    if speedups is None:
-        pytest.skip("the compiled hot path is not built here")
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
-
-    expected = masked_crc32c(data)
-    assert speedups.masked_crc32c(data) == expected
-    assert speedups.masked_crc32c(bytearray(data)) == expected
-    assert speedups.masked_crc32c(memoryview(data)) == expected
-
-
-def test_event_records_carry_checksums_tensorboards_reader_accepts(tmp_path):
-    """With the compiled hot path, TensorBoard's record writer checksums with the compiled twin;
-    either way TensorBoard's reader, which checks every record with its own pure-Python
-    checksum, reads the run back whole."""
-    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
-    from tensorboard.summary.writer import record_writer
-
-    run = tw.Run(str(tmp_path), console=False, progress=False, log_every=3)
-    with run.phase("train"):
-        for i in tw.steps(range(12)):
-            tw.log(loss=torch.tensor(float(i)))
-    run.close()
-    expected = speedups.masked_crc32c if speedups is not None else pywrap_tensorflow.masked_crc32c
-    assert record_writer.masked_crc32c is expected
-    reader = pywrap_tensorflow.PyRecordReader_New(
-        str(next((tmp_path / "train").glob("events.out.tfevents.*"))))
-    records = 0
-    while True:
-        try:
-            reader.GetNext()  # raises DataLossError on a checksum that does not match
-        except Exception as error:
-            assert type(error).__name__ == "OutOfRangeError", error
-            break
-        records += 1
-    assert records == 1 + 4 + 1  # the file's version record, 4 intervals, the epoch
-    assert [v for _, v in read_scalars(tmp_path / "train")["step/loss"]] == [1.0, 4.0, 7.0, 10.0]
 
 
 def test_an_early_break_ends_the_loop_cleanly():

@@ -15,7 +15,6 @@
 #include <Python.h>
 
 #include <math.h>
-#include <stdint.h>
 #include <string.h>
 #include <structmember.h>
 #include <time.h>
@@ -706,39 +705,6 @@ static PyTypeObject WatchedType = {
     .tp_iternext = (iternextfunc)watched_next,
 };
 
-/* ---- TensorBoard's record checksum ------------------------------------------------------------ */
-
-/* CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), one table lookup per byte */
-static uint32_t crc32c_table[256];
-
-static void
-crc32c_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t crc = i;
-        for (int bit = 0; bit < 8; bit++)
-            crc = (crc & 1) ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
-        crc32c_table[i] = crc;
-    }
-}
-
-/* tensorboard.compat.tensorflow_stub.pywrap_tensorflow.masked_crc32c, the same values: each
- * event record carries two of these, which that pure-Python loop computes at ~0.1 µs a byte */
-static PyObject *
-masked_crc32c(PyObject *module, PyObject *data)
-{
-    Py_buffer view;
-    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    const unsigned char *byte = view.buf;
-    uint32_t crc = 0xFFFFFFFFu;
-    for (Py_ssize_t i = 0; i < view.len; i++)
-        crc = crc32c_table[(crc ^ byte[i]) & 0xFFu] ^ (crc >> 8);
-    PyBuffer_Release(&view);
-    crc ^= 0xFFFFFFFFu;
-    return PyLong_FromUnsignedLong((uint32_t)(((crc >> 15) | (crc << 17)) + 0xA282EAD8u));
-}
-
 /* ---- the module ----------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -752,10 +718,6 @@ static PyMethodDef methods[] = {
                "What log() and Watched need: the Python tw.log, the active phases, torch.Tensor, "
                "the complex dtypes, the two dtypes read on the host, the longest list log() may "
                "append to, and the three classes whose slots they read.")},
-    {"masked_crc32c", masked_crc32c, METH_O,
-     PyDoc_STR("masked_crc32c($module, data, /)\n--\n\n"
-               "The masked CRC-32C of a bytes-like object, as TensorBoard's event records carry "
-               "it: the values of tensorboard's pure-Python masked_crc32c.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -792,7 +754,6 @@ PyInit__speedups(void)
 {
     if (intern_all() < 0 || PyType_Ready(&WatchedType) < 0)
         return NULL;
-    crc32c_init();
     PyObject *time_module = PyImport_ImportModule("time");
     if (time_module == NULL)
         return NULL;

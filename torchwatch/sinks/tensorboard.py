@@ -19,7 +19,6 @@ import os
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from ..compiled import speedups
 from ..values import warn
 
 __all__ = ["TensorBoardSink"]
@@ -50,7 +49,6 @@ class TensorBoardSink:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                _compiled_checksums()
                 path = os.path.join(self.logdir, phase)
                 options = dict(flush_secs=FLUSH_SECS, max_queue=MAX_QUEUE)
                 if self.reopen is not None and phase:
@@ -138,26 +136,6 @@ class TensorBoardSink:
                 "TensorBoard output is off for the rest of this run, training and the console "
                 "go on. Check the disk space and that the logdir still exists."
             )
-
-
-def _compiled_checksums() -> None:
-    """Give TensorBoard's record writer the compiled twin of its checksum, when it has its own.
-
-    Each event record carries two masked CRC-32Cs, which TensorBoard computes in pure Python: about
-    14 µs an event, on SummaryWriter's thread, which the flush at a phase's end waits for.
-    ``_speedups.masked_crc32c`` gives the same values (TensorBoard's reader checks them with its
-    own). A checksum that something else already put there is left alone, and so is everything
-    under ``TORCHWATCH_PURE_PYTHON=1``."""
-    if speedups is None:
-        return
-    try:
-        from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
-        from tensorboard.summary.writer import record_writer
-    except ImportError:  # another layout: keep TensorBoard's own
-        return
-    if getattr(record_writer, "masked_crc32c", None) is getattr(pywrap_tensorflow,
-                                                                "masked_crc32c", False):
-        record_writer.masked_crc32c = speedups.masked_crc32c
 
 
 def _hparams_summaries(hparams: Mapping[str, Any], metrics: Any) -> list:
