@@ -310,6 +310,24 @@ def test_a_short_phase_hands_its_step_events_over_at_its_end(tmp_path):
                                                                           12, 14, 16, 18, 20]
 
 
+def test_an_interval_longer_than_a_second_hands_its_event_over_as_it_closes(tmp_path):
+    """When each interval takes more than a second, its event reaches the SummaryWriter when it
+    closes, not an interval (or a phase) later."""
+    run = tw.init(logdir=str(tmp_path), console=False, log_every=1)
+    file_writer = run.writer("train")._get_file_writer()
+    handed, seen = [], []
+    add_event = file_writer.add_event
+    file_writer.add_event = lambda event, step, *rest: (handed.append(step),
+                                                       add_event(event, step, *rest))
+    with tw.phase("train"):
+        for i in tw.steps(range(3)):
+            seen.append(list(handed))  # the previous step's interval has just closed
+            time.sleep(1.05)
+            tw.log(loss=torch.tensor(float(i)))
+    tw.close()
+    assert seen == [[], [1], [1, 2]]
+
+
 def test_step_curves_reach_the_writer_during_a_long_phase_with_their_own_times(tmp_path):
     """Interval events are handed to the SummaryWriter about once a second while the phase runs
     (readable after a flush of the user's own), each with the wall time it was logged at."""

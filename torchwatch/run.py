@@ -393,7 +393,7 @@ class Run:
             torch.cuda.reset_peak_memory_stats()
         if loss_scale is not None:
             scalars["amp/scale"] = loss_scale
-        self.tensorboard.log(phase.name, scalars, info.last_step)
+        self.tensorboard.log(phase.name, scalars, info.last_step, every=seconds)
 
     def phase_done(self, phase: Phase, time_s: float, data_wait_s: float) -> None:
         """Write a finished phase: TensorBoard, flushed to the OS, then the console line."""

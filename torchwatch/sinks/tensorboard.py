@@ -5,12 +5,14 @@ and are created (and TensorBoard imported) when a phase first writes. They are h
 floats, never tensors (``add_scalar`` on a tensor calls ``.cpu()``: a sync). A writer that fails
 (full disk, deleted logdir) warns once and is dropped; training and the other sinks go on.
 
-Events wait until the oldest of them has waited ``HANDOFF_SECS``, or until ``flush()`` (phase
-end, close, SIGTERM), before they are handed to the writers. Each hand-off wakes SummaryWriter's
-thread, whose pure-Python work then competes with the training loop for the GIL: about a
-millisecond of the loop's time even for one event. So in a long phase the writers get events
-about once a second, and a phase shorter than that hands them all over at its end, in the flush
-that precedes its console line. Each event keeps the wall time at which it was logged.
+Events are handed to the writers in batches: at the interval close after which the oldest of
+them would have waited ``HANDOFF_SECS`` (one interval's length ahead), and in every ``flush()``
+(phase end, close, SIGTERM). Each hand-off wakes SummaryWriter's thread, whose pure-Python work
+then competes with the training loop for the GIL: about a millisecond of the loop's time even
+for one event. So a long phase with quick intervals wakes it about once a second, one with
+intervals longer than that hands each event over as it closes, and a phase shorter than a second
+hands its events over in the flush that precedes its console line. Each event keeps the wall
+time at which it was logged.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class TensorBoardSink:
         self.final: Dict[Tuple[str, str], float] = {}  # (phase, tag) -> last value, for hparams
         self.reopen: Any = None  # after run.load_state_dict: opens writers with a purge_step
         self.pending: List[Tuple[str, Mapping[str, float], int, float]] = []
-        self.due = 0.0  # monotonic time of the next hand-off
+        self.oldest = 0.0  # monotonic time at which the oldest pending event was queued
 
     def writer(self, phase: str) -> Optional[Any]:
         """The phase's ``SummaryWriter``, created on first use; ``None`` after a failure."""
@@ -61,19 +63,22 @@ class TensorBoardSink:
             self.writers[phase] = writer
         return writer
 
-    def log(self, phase: str, scalars: Mapping[str, float], step: int) -> None:
-        """Queue one event with all of ``scalars`` (floats) at ``step``; see ``HANDOFF_SECS``."""
+    def log(self, phase: str, scalars: Mapping[str, float], step: int,
+            every: float = 0.0) -> None:
+        """Queue one event with all of ``scalars`` (floats) at ``step``; ``every``: the seconds
+        until the next is expected (the interval's length). See ``HANDOFF_SECS``."""
         if self.failed:
             return
         now = time.monotonic()
-        if not self.pending:  # the oldest queued event sets when they are handed over
-            self.due = now + HANDOFF_SECS
+        if not self.pending:
+            self.oldest = now
         self.pending.append((phase, scalars, step, time.time()))
         if phase != "":
             for tag, value in scalars.items():
                 if tag.startswith("epoch/"):
                     self.final[(phase, tag)] = value
-        if now >= self.due:
+        # handed over before the oldest would wait longer than HANDOFF_SECS for the next call
+        if now - self.oldest + (every if every > 0 else 0.0) >= HANDOFF_SECS:  # NaN: unknown
             self.handoff()
 
     def handoff(self) -> None:
