@@ -5,10 +5,10 @@ step) over the same batches, preloaded on the device. Rounds are interleaved, ea
 epoch between two of the bare loop's (bare A bare B bare C ... bare), each round rotated by one;
 warm-up epochs are not timed. Per contender it reports the median time per step, its ratio to
 the bare loop, the overhead per step (the median over rounds of the difference to the mean of
-the two bare epochs around it, so the machine's slow drifts cancel), syncs per step (``torchwatch.testing.
-count_syncs``), the peak memory of one epoch and the start-up cost. Then ``timeit``
-micro-benchmarks of the hot path beside the bare-Python cost of the same shape, and the cost of
-``import torchwatch`` + ``init`` beside ``import torch``, measured in fresh interpreters.
+the two bare epochs around it, so the machine's slow drifts cancel), syncs per step
+(``torchwatch.testing.count_syncs``), the peak memory of one epoch and the start-up cost. Then
+``timeit`` micro-benchmarks of the hot path beside the bare-Python cost of the same shape, and the
+cost of ``import torchwatch`` + ``init`` beside ``import torch``, measured in fresh interpreters.
 
 On a CPU the clock is the process's CPU time (all its threads, so TensorBoard's writer thread
 counts, while other load on a shared machine does not); ``--clock wall`` uses the wall clock.
@@ -675,7 +675,7 @@ def bench_workload(name: str, opts: argparse.Namespace, log: Callable[[str], Non
             timer = CudaTimer() if cuda else HostTimer(opts.clock)
             live.append((rows[-1], contender, timer, []))
         # each contender's epoch between two of the bare loop's: see _overheads
-        bare_entry = next((entry for entry in live if entry[0].cls is Bare), None)
+        bare_entry = next(entry for entry in live if entry[0].cls is Bare)  # always run
         others = [entry for entry in live if entry is not bare_entry]
         brackets: Dict[str, List[int]] = {entry[0].cls.key: [] for entry in others}
 
@@ -688,13 +688,14 @@ def bench_workload(name: str, opts: argparse.Namespace, log: Callable[[str], Non
 
         with _quiet_output():
             for r in range(opts.rounds):
-                k = r % max(1, len(others))
-                for entry in (others[k:] + others[:k]) or [bare_entry]:
-                    if bare_entry is not None and entry is not bare_entry:
-                        timed(bare_entry)
-                        brackets[entry[0].cls.key].append(len(bare_entry[2].spans) - 1)
+                k = r % len(others) if others else 0
+                for entry in others[k:] + others[:k]:
+                    timed(bare_entry)
+                    brackets[entry[0].cls.key].append(len(bare_entry[2].spans) - 1)
                     timed(entry)
-            if bare_entry is not None and others:
+                if not others:
+                    timed(bare_entry)
+            if others:
                 timed(bare_entry)  # closes the last contender's bracket
         log(f"{name}: {opts.rounds} rounds timed; counting syncs and memory ...")
         for row, contender, _, _ in live:
