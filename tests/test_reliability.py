@@ -937,6 +937,7 @@ def test_memory_stays_flat_over_steps(tmp_path):
     """Inside one long phase, live tensors and traced Python memory at step 5000 are what they
     were at step 500: nothing torchwatch keeps grows with the step count."""
     run = tw.init(tmp_path, model=nn.Linear(4, 1), console=False, log_every=50, progress=False)
+    run.writer("train")  # TensorBoard imported and the writer made before the first sample
     model = run.models[0]
     x = torch.randn(8, 4)
     samples = {}

@@ -328,6 +328,26 @@ def test_an_interval_longer_than_a_second_hands_its_event_over_as_it_closes(tmp_
     assert seen == [[], [1], [1, 2]]
 
 
+def test_quick_intervals_wait_for_the_writer_in_bounded_batches(tmp_path):
+    """A short phase of many quick intervals does not keep all their events until its end: at
+    most MAX_PENDING wait, so what waits is bounded in count as well as in time."""
+    from torchwatch.sinks.tensorboard import MAX_PENDING
+
+    run = tw.init(logdir=str(tmp_path), console=False, log_every=1)
+    file_writer = run.writer("train")._get_file_writer()
+    handed, waiting = [], []
+    add_event = file_writer.add_event
+    file_writer.add_event = lambda event, step, *rest: (handed.append(step),
+                                                       add_event(event, step, *rest))
+    with tw.phase("train"):
+        for i in tw.steps(range(100)):
+            waiting.append(i - len(handed))  # the intervals closed so far, less those handed
+            tw.log(loss=torch.tensor(float(i)))
+    tw.close()
+    assert 0 < max(waiting) <= MAX_PENDING
+    assert handed == list(range(1, 101)) + [0]  # every interval, then the epoch event
+
+
 def test_step_curves_reach_the_writer_during_a_long_phase_with_their_own_times(tmp_path):
     """Interval events are handed to the SummaryWriter about once a second while the phase runs
     (readable after a flush of the user's own), each with the wall time it was logged at."""

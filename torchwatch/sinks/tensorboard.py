@@ -6,8 +6,8 @@ floats, never tensors (``add_scalar`` on a tensor calls ``.cpu()``: a sync). A w
 (full disk, deleted logdir) warns once and is dropped; training and the other sinks go on.
 
 Events are handed to the writers in batches: at the interval close after which the oldest of
-them would have waited ``HANDOFF_SECS`` (one interval's length ahead), and in every ``flush()``
-(phase end, close, SIGTERM). Each hand-off wakes SummaryWriter's thread, whose pure-Python work
+them would have waited ``HANDOFF_SECS`` (one interval's length ahead) or when ``MAX_PENDING``
+are waiting, and in every ``flush()`` (phase end, close, SIGTERM). Each hand-off wakes SummaryWriter's thread, whose pure-Python work
 then competes with the training loop for the GIL: about a millisecond of the loop's time even
 for one event. So a long phase with quick intervals wakes it about once a second, one with
 intervals longer than that hands each event over as it closes, and a phase shorter than a second
@@ -30,6 +30,9 @@ HANDOFF_SECS = 1.0  # events wait about this long at most (or until flush()) for
 # SummaryWriter's queue of serialized events (default 10): a hand-off of more events than that
 # would wait for its thread, event by event, trading the GIL back and forth. Events are ~150 bytes.
 MAX_QUEUE = 1000
+# events waiting for a hand-off at most (quick intervals, a small log_every): memory stays
+# bounded by count as well as by time, at one hand-off per this many intervals
+MAX_PENDING = 32
 
 
 class TensorBoardSink:
@@ -78,7 +81,8 @@ class TensorBoardSink:
                 if tag.startswith("epoch/"):
                     self.final[(phase, tag)] = value
         # handed over before the oldest would wait longer than HANDOFF_SECS for the next call
-        if now - self.oldest + (every if every > 0 else 0.0) >= HANDOFF_SECS:  # NaN: unknown
+        waited = now - self.oldest + (every if every > 0 else 0.0)  # every NaN: unknown
+        if waited >= HANDOFF_SECS or len(self.pending) >= MAX_PENDING:
             self.handoff()
 
     def handoff(self) -> None:
