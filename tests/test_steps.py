@@ -287,16 +287,26 @@ def test_unknown_samples_write_no_throughput(tmp_path):
     assert [s for s, _ in written["step/data_wait_frac"]] == [2, 3]
 
 
+def _steps_handed_to_writer(run, phase="train"):
+    """A list that the steps of the events handed to ``phase``'s SummaryWriter are appended to,
+    as it gets them (the real writer still writes each)."""
+    file_writer = run.writer(phase)._get_file_writer()
+    handed, add_event = [], file_writer.add_event
+
+    def watched(event, step, *rest):
+        handed.append(step)
+        return add_event(event, step, *rest)
+
+    file_writer.add_event = watched
+    return handed
+
+
 def test_a_short_phase_hands_its_step_events_over_at_its_end(tmp_path):
     """The step events of a phase shorter than a second reach the SummaryWriter together, in the
     flush at its end (one wake-up of the writer's thread), even when the phase starts seconds
     after the last hand-off."""
     run = tw.init(logdir=str(tmp_path), console=False, log_every=2)
-    file_writer = run.writer("train")._get_file_writer()
-    handed = []
-    add_event = file_writer.add_event
-    file_writer.add_event = lambda event, step, *rest: (handed.append(step),
-                                                       add_event(event, step, *rest))
+    handed = _steps_handed_to_writer(run)
     for epoch in range(2):
         time.sleep(1.2)  # longer than HANDOFF_SECS since the previous hand-off
         with tw.phase("train"):
@@ -314,11 +324,7 @@ def test_an_interval_longer_than_a_second_hands_its_event_over_as_it_closes(tmp_
     """When each interval takes more than a second, its event reaches the SummaryWriter when it
     closes, not an interval (or a phase) later."""
     run = tw.init(logdir=str(tmp_path), console=False, log_every=1)
-    file_writer = run.writer("train")._get_file_writer()
-    handed, seen = [], []
-    add_event = file_writer.add_event
-    file_writer.add_event = lambda event, step, *rest: (handed.append(step),
-                                                       add_event(event, step, *rest))
+    handed, seen = _steps_handed_to_writer(run), []
     with tw.phase("train"):
         for i in tw.steps(range(3)):
             seen.append(list(handed))  # the previous step's interval has just closed
@@ -334,11 +340,7 @@ def test_quick_intervals_wait_for_the_writer_in_bounded_batches(tmp_path):
     from torchwatch.sinks.tensorboard import MAX_PENDING
 
     run = tw.init(logdir=str(tmp_path), console=False, log_every=1)
-    file_writer = run.writer("train")._get_file_writer()
-    handed, waiting = [], []
-    add_event = file_writer.add_event
-    file_writer.add_event = lambda event, step, *rest: (handed.append(step),
-                                                       add_event(event, step, *rest))
+    handed, waiting = _steps_handed_to_writer(run), []
     with tw.phase("train"):
         for i in tw.steps(range(100)):
             waiting.append(i - len(handed))  # the intervals closed so far, less those handed
