@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -11,6 +12,8 @@ import textwrap
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import torchwatch as tw
 from torchwatch.compiled import speedups
@@ -147,3 +150,21 @@ def test_an_early_break_ends_the_loop_cleanly():
         assert not p.in_step
     assert p.record.steps == 3 and p.record.samples == 12
     assert p.metrics == {"loss": 2.0}
+
+
+@given(st.lists(st.binary(max_size=300), max_size=5))
+@settings(max_examples=200, deadline=None)
+def test_event_records_are_framed_byte_for_byte_as_tensorboard_frames_them(items):
+    """The compiled record framing, and its Python fallback, give the bytes tensorboard's own
+    RecordWriter writes for the same data (length, masked CRC-32C, data, masked CRC-32C)."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from torchwatch.sinks.tensorboard import _records
+
+    into = io.BytesIO()
+    writer = RecordWriter(into)
+    for item in items:
+        writer.write(item)
+    assert _records(items) == into.getvalue()
+    if speedups is not None:
+        assert speedups.records(items) == into.getvalue()

@@ -438,6 +438,31 @@ def test_events_are_on_disk_before_the_console_line(tmp_path, monkeypatch):
     assert seen == [[(0, 0.5)], [(0, 0.5), (1, 1.5)]]
 
 
+def test_scalar_events_share_the_writers_file_in_order_without_its_queue(tmp_path):
+    """The sink appends its events to the phase's own event file from the calling thread, after
+    the events the user queued on the same SummaryWriter; the writer's queue never carries them
+    (with the installed tensorboard: a change in its internals fails here, not silently)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    run = tw.init(logdir=str(tmp_path), console=False, log_every=2)
+    queued = run.writer("train")._get_file_writer().event_writer._async_writer
+    carried, write = [], queued.write
+    queued.write = lambda data: (carried.append(data), write(data))[1]
+    for epoch in range(2):
+        run.writer("train").add_text("note", f"before epoch {epoch}", epoch)
+        with tw.phase("train"):
+            for i in tw.steps(range(4)):
+                tw.log(loss=float(i))
+    tw.close()
+    assert len(carried) == 2  # the two notes only
+    (path,) = (tmp_path / "train").glob("events.out.tfevents.*")
+    order = [(e.step, v.tag) for e in EventFileLoader(str(path)).Load() for v in e.summary.value
+             if v.tag in ("note/text_summary", "step/loss", "epoch/loss")]
+    assert order == [(0, "note/text_summary"), (2, "step/loss"), (4, "step/loss"),
+                     (0, "epoch/loss"), (1, "note/text_summary"), (6, "step/loss"),
+                     (8, "step/loss"), (1, "epoch/loss")]
+
+
 def test_reused_logdir_gets_new_event_files_beside_old(tmp_path):
     """A second run into the same logdir adds event files instead of overwriting."""
     for value in (1.0, 2.0):

@@ -559,11 +559,11 @@ def test_raising_writer_warns_once_and_training_goes_on(tmp_path, model, capsys,
     run = tw.init(tmp_path, model=model, log_every=2, progress=False)
 
     def break_writer(epoch):
-        def add_event(*args, **kwargs):  # what add_summary and add_scalar end in
-            raise RuntimeError("quota exceeded")
+        def write(*args, **kwargs):  # the event file's own write, whoever writes the event
+            raise OSError("quota exceeded")
 
         if epoch == 0:
-            run.writer("train").file_writer.add_event = add_event
+            run.writer("train").file_writer.event_writer._general_file_writer.write = write
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
