@@ -520,25 +520,28 @@ thread_noise = pytest.mark.filterwarnings(  # TensorBoard's writer thread report
 
 
 @thread_noise
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 def test_full_disk_warns_once_and_training_goes_on(tmp_path, model, capsys, scalars):
-    """A writer whose file write raises OSError(ENOSPC) costs one warning; training and the
-    console go on, and what reached the disk before stays readable."""
+    """A writer whose file writes fail with ENOSPC costs one warning; training and the console go
+    on, and what reached the disk before stays readable."""
     run = tw.init(tmp_path, model=model, log_every=2, progress=False)
+    moved = {}  # event file -> where its contents wait while the disk is "full"
 
     def fill_disk(epoch):
-        if epoch == 0:
-            def write(data):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
+        if epoch == 0:  # each event file becomes /dev/full, where every write fails: ENOSPC
             for phase in ("train", "val"):
-                gfile = run.writer(phase).file_writer.event_writer._general_file_writer
-                gfile.write = write
+                (path,) = (tmp_path / phase).glob("events.out.tfevents.*")
+                moved[path] = path.rename(tmp_path / f"{phase}.kept")
+                path.symlink_to("/dev/full")
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train_three_epochs(run, model, fill_disk)
         run.close()
     assert_failed_soft(run, caught, capsys, scalars, tmp_path, "No space left on device")
+    for path, contents in moved.items():  # what had reached the disk, where it was
+        path.unlink()
+        contents.rename(path)
     assert [step for step, _ in scalars(tmp_path / "train")["epoch/loss"]] == [0]
 
 
@@ -554,16 +557,20 @@ def test_deleted_logdir_warns_once_and_training_goes_on(tmp_path, model, capsys,
     assert_failed_soft(run, caught, capsys, scalars, logdir, "No such file or directory")
 
 
+@thread_noise
 def test_raising_writer_warns_once_and_training_goes_on(tmp_path, model, capsys, scalars):
-    """A SummaryWriter whose event writing raises costs one warning naming the error."""
+    """A SummaryWriter whose thread died writing (the user's own event met a quota error) costs
+    one warning naming the error; training and the console go on."""
     run = tw.init(tmp_path, model=model, log_every=2, progress=False)
 
     def break_writer(epoch):
-        def write(*args, **kwargs):  # the event file's own write, whoever writes the event
-            raise OSError("quota exceeded")
+        def write(*args, **kwargs):  # the event file's write, in the writer's thread
+            raise RuntimeError("quota exceeded")
 
         if epoch == 0:
-            run.writer("train").file_writer.event_writer._general_file_writer.write = write
+            writer = run.writer("train")
+            writer.file_writer.event_writer._general_file_writer.write = write
+            writer.add_text("note", "after epoch 0", 0)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

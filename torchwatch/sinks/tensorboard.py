@@ -11,15 +11,15 @@ are waiting, and in every ``flush()`` (phase end, close, SIGTERM). A phase short
 hands its events over in the flush that precedes its console line. Each event keeps the wall
 time at which it was logged.
 
-A hand-off writes its events into the writer's own event file from the calling thread, as one
-append, in TensorBoard's record format (``_speedups.records``; tensorboard's RecordWriter is the
-fallback), under the writer's lock and after the events already queued on it (``add_image``,
-``add_text``: they keep their order). SummaryWriter's thread would do the same work in pure
-Python: a CRC loop of ~14 µs per event, a file opened and closed per event, a wake-up, and the
-GIL traded back and forth with the training loop: about 40 µs of CPU per event in all, against
-about 4 here. Where tensorboard's internals are not as expected, or the logdir is not a local
-folder (``s3://``, ``gs://``: its file is uploaded on flush), events go through the writer's
-``add_event`` as before.
+A hand-off writes its events into the writer's own event file from the calling thread, in one
+``write`` to a descriptor kept open in append mode, in TensorBoard's record format
+(``_speedups.records``, byte for byte what tensorboard's RecordWriter writes), under the writer's
+lock and after the events already queued on it (``add_image``, ``add_text``: they keep their
+order). SummaryWriter's thread would do the same work in pure Python, event by event: a CRC loop
+of ~14 µs, a file opened and closed, a wake-up, the GIL traded back and forth with the training
+loop; about 40 µs of CPU per event, against about 4 here. Where tensorboard's internals are not
+as expected, or the logdir is not on the local disk (``s3://``, ``gs://``: uploaded on flush),
+events go through the writer's ``add_event`` as before.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class TensorBoardSink:
         self.reopen: Any = None  # after run.load_state_dict: opens writers with a purge_step
         self.pending: List[Tuple[str, Mapping[str, float], int, float]] = []
         self.oldest = 0.0  # monotonic time at which the oldest pending event was queued
-        self.files: Dict[str, Optional[Tuple[Any, Any]]] = {}  # phase -> _event_file(writer)
+        self.files: Dict[str, Optional[_EventFile]] = {}  # phase -> its writer's event file
 
     def writer(self, phase: str) -> Optional[Any]:
         """The phase's ``SummaryWriter``, created on first use; ``None`` after a failure."""
@@ -103,23 +103,27 @@ class TensorBoardSink:
         try:
             from tensorboard.compat.proto.event_pb2 import Event
 
-            events: Dict[str, List[Any]] = {}
+            events: Dict[str, List[bytes]] = {}
             for phase, scalars, step, wall_time in pending:
                 # values added in place: half the cost of building a Summary and copying it in
                 event = Event(step=step, wall_time=wall_time)
                 add = event.summary.value.add
                 for tag, value in scalars.items():
                     add(tag=tag, simple_value=float(value))
-                events.setdefault(phase, []).append(event)
+                events.setdefault(phase, []).append(event.SerializeToString())
             for phase, batch in events.items():
                 writer = self.writer(phase)
                 if writer is None:
                     return
                 if phase not in self.files:
-                    self.files[phase] = _event_file(writer)
-                if not _append(self.files[phase], batch):
+                    self.files[phase] = _EventFile.of(writer)
+                file = self.files[phase]
+                if file is not None:
+                    file.append(batch)
+                else:
                     add_event = writer._get_file_writer().add_event
-                    for event in batch:
+                    for data in batch:
+                        event = Event.FromString(data)
                         add_event(event, event.step, event.wall_time)
         except Exception as error:
             self._fail(error)
@@ -154,6 +158,9 @@ class TensorBoardSink:
             except Exception as error:
                 self._fail(error)
         self.writers.clear()
+        for file in self.files.values():
+            if file is not None:
+                file.close()
         self.files.clear()
 
     def _fail(self, error: BaseException) -> None:
@@ -166,36 +173,56 @@ class TensorBoardSink:
             )
 
 
-def _event_file(writer: Any) -> Optional[Tuple[Any, Any]]:
-    """(the queue-and-thread writer, the local file) behind a SummaryWriter, for ``_append``;
-    None where tensorboard's internals are not as expected or the file is not local."""
-    try:
-        queued = writer._get_file_writer().event_writer._async_writer
-        file = queued._writer._writer  # AsyncWriter -> RecordWriter -> GFile
-        usable = (callable(queued._check_worker_status) and hasattr(queued._lock, "locked")
-                  and callable(queued._byte_queue.join) and callable(file.write)
-                  and file.fs_supports_append is True)  # else it is uploaded on flush
-    except AttributeError:
-        return None
-    return (queued, file) if usable else None
+class _EventFile:
+    """The local event file behind a SummaryWriter, appended to from the calling thread."""
 
+    __slots__ = ("queued", "path", "fd")
 
-def _append(target: Optional[Tuple[Any, Any]], events: List[Any]) -> bool:
-    """Append ``events`` to the writer's file as records, after what is queued on it; False
-    when this path is not available (the caller then uses the writer's ``add_event``)."""
-    if target is None:
-        return False
-    queued, file = target
-    with queued._lock:  # what SummaryWriter holds to queue an event or flush
-        queued._check_worker_status()  # raises what its thread died of, as a flush would
-        if queued._closed:
-            raise OSError("the SummaryWriter is closed")
-        queued._byte_queue.join()  # the events queued before these are written first
-        if file.write_started is not True:  # its first write truncates: leave that to it
-            return False
-        data = [event.SerializeToString() for event in events]
-        file.write(speedups.records(data) if speedups is not None else _records(data))
-    return True
+    def __init__(self, queued: Any, path: bytes) -> None:
+        self.queued = queued  # SummaryWriter's queue-and-thread writer: its lock, its queue
+        self.path = path
+        self.fd: Optional[int] = None  # kept open: an open() per hand-off costs ~100 µs here
+
+    @classmethod
+    def of(cls, writer: Any) -> Optional["_EventFile"]:
+        """The writer's event file; None where tensorboard's internals are not as expected or
+        the file is not on the local disk (the writer's own ``add_event`` is used then)."""
+        try:
+            from tensorboard.compat.tensorflow_stub.io.gfile import LocalFileSystem
+
+            queued = writer._get_file_writer().event_writer._async_writer
+            file = queued._writer._writer  # AsyncWriter -> RecordWriter -> GFile
+            usable = (callable(queued._check_worker_status) and hasattr(queued._lock, "locked")
+                      and callable(queued._byte_queue.join) and isinstance(file.filename, bytes)
+                      and isinstance(file.fs, LocalFileSystem))  # else uploaded on flush
+        except (AttributeError, ImportError):
+            return None
+        return cls(queued, file.filename) if usable else None
+
+    def append(self, data: List[bytes]) -> None:
+        """Serialized events at the end of the file as records, after those queued on the
+        writer."""
+        queued = self.queued
+        with queued._lock:  # what SummaryWriter holds to queue an event or to flush
+            queued._check_worker_status()  # raises what its thread died of, as a flush would
+            if queued._closed:
+                raise OSError("the SummaryWriter is closed")
+            queued._byte_queue.join()  # the events queued before these are written first
+            queued._check_worker_status()  # and did not kill its thread
+            left = memoryview(speedups.records(data) if speedups is not None else _records(data))
+            # the file at the path now (FileNotFoundError: the logdir was deleted), as the
+            # writer's own open-per-write would find it
+            here = os.stat(self.path)
+            if self.fd is None or not os.path.samestat(here, os.fstat(self.fd)):
+                self.close()
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            while left:
+                left = left[os.write(self.fd, left):]
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
 
 
 def _records(data: List[bytes]) -> bytes:
