@@ -57,6 +57,11 @@ if mode == "user-handler":
         print("user handler ran", flush=True)
         sys.exit(3)
     signal.signal(signal.SIGTERM, on_term)
+if mode == "handler-goes-on":  # a handler that checkpoints (slowly), then lets training go on
+    def on_term(signum, frame):
+        print("user handler ran", flush=True)
+        time.sleep(30)  # the test reads the disk meanwhile
+    signal.signal(signal.SIGTERM, on_term)
 
 model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
 opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -275,6 +280,23 @@ def test_sigterm_chains_to_the_users_own_handler(tmp_path, scalars):
     assert_lines_on_disk(training.logdir, lines, scalars)
     assert_step_scalars_on_disk(training.logdir, lines, scalars)
     assert hparams_written(training.logdir)  # atexit closed the run
+
+
+def test_a_signal_the_loop_survives_still_puts_every_closed_interval_on_disk(tmp_path, scalars):
+    """When the user's SIGTERM handler lets training go on, the step scalars of every interval
+    that closed before the signal are on disk by the time that handler runs, read and written by
+    torchwatch's flush ahead of it (not at the next read, up to READ_SECS later)."""
+    training = Training(tmp_path, mode="handler-goes-on", delay=0.005)
+    training.epoch_lines(2)
+    training.wait_for(lambda line: line.startswith("step 28 "))
+    training.proc.send_signal(signal.SIGTERM)
+    lines = training.wait_for(lambda line: line == "user handler ran")
+    try:
+        assert_step_scalars_on_disk(training.logdir, lines[:lines.index("user handler ran")],
+                                    scalars)
+    finally:
+        training.proc.kill()
+        training.finish()
 
 
 def test_ctrl_c_raises_keyboard_interrupt_in_the_loop_and_keeps_the_data(tmp_path, scalars):
@@ -961,6 +983,7 @@ def test_memory_stays_flat_over_steps(tmp_path):
                 loss = model(x).square().mean()
                 tw.log(loss=loss, n=8)
                 if step in (500, 5000):  # the same point of an interval (log_every=50)
+                    run.read_closed()  # and no closed interval waiting to be read (READ_SECS)
                     gc.collect()
                     samples[step] = (live_tensors(), tracemalloc.get_traced_memory()[0])
     finally:

@@ -264,12 +264,19 @@ class Run:
             return
         self.closed = True
         signals.uninstall(self)
+        self.read_closed()
         if self.tensorboard is not None:
             self.tensorboard.hparams(self.hparams)
             self.tensorboard.flush()
             self.tensorboard.close()
         if self.console is not None:
             self.console.close()
+
+    def read_closed(self) -> None:
+        """Read the closed intervals of the phases still running: their step scalars reach the
+        sinks (a close or a signal mid-phase)."""
+        for phase in list(self.stack):
+            phase.read_ready()
 
     # -- what phases call ----------------------------------------------------------------------
     def models_for(self, model: Any, source: str, found: Sequence[torch.nn.Module] = ()) -> list:
@@ -393,7 +400,8 @@ class Run:
             torch.cuda.reset_peak_memory_stats()
         if loss_scale is not None:
             scalars["amp/scale"] = loss_scale
-        self.tensorboard.log(phase.name, scalars, info.last_step, every=seconds)
+        self.tensorboard.log(phase.name, scalars, info.last_step, every=seconds,
+                             wall_time=info.wall_time)
 
     def phase_done(self, phase: Phase, time_s: float, data_wait_s: float) -> None:
         """Write a finished phase: TensorBoard, flushed to the OS, then the console line."""

@@ -122,6 +122,10 @@ def _flush_runs(runs: List["Run"], name: str, closing: bool) -> None:
         writers = list(sink.writers.values()) if sink is not None else []
         busy = [w for w in writers if _lock_held(w)]
         if sink is not None and not busy:
+            try:
+                run.read_closed()  # the intervals closed but not yet read (see READ_SECS)
+            except Exception:  # noqa: S110  whatever it was, putting the rest on disk comes first
+                pass
             sink.handoff()  # the events still queued for the writers (see HANDOFF_SECS)
             writers = list(sink.writers.values())
         for writer in writers:

@@ -133,6 +133,8 @@ def _bar(phase: Phase, spec: Steps) -> Any:
 
 def _show(bar: Any, phase: Phase, done: int) -> None:
     """Bring the bar to ``done`` steps, with the phase's latest interval means as its postfix."""
+    if phase.acc.pending:
+        phase.read_ready()
     if phase.postfix:
         bar.set_postfix(phase.postfix, refresh=False)
     bar.update(done - bar.n)

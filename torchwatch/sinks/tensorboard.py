@@ -52,7 +52,7 @@ class TensorBoardSink:
         self.final: Dict[Tuple[str, str], float] = {}  # (phase, tag) -> last value, for hparams
         self.reopen: Any = None  # after run.load_state_dict: opens writers with a purge_step
         self.pending: List[Tuple[str, Mapping[str, float], int, float]] = []
-        self.oldest = 0.0  # monotonic time at which the oldest pending event was queued
+        self.oldest = 0.0  # the wall time of the oldest pending event
         self.files: Dict[str, Optional[_EventFile]] = {}  # phase -> its writer's event file
 
     def writer(self, phase: str) -> Optional[Any]:
@@ -77,15 +77,17 @@ class TensorBoardSink:
         return writer
 
     def log(self, phase: str, scalars: Mapping[str, float], step: int,
-            every: float = 0.0) -> None:
-        """Queue one event with all of ``scalars`` (floats) at ``step``; ``every``: the seconds
-        until the next is expected (the interval's length). See ``HANDOFF_SECS``."""
+            every: float = 0.0, wall_time: Optional[float] = None) -> None:
+        """Queue one event with all of ``scalars`` (floats) at ``step``, stamped ``wall_time``
+        (default now); ``every``: the seconds until the next is expected (the interval's
+        length). See ``HANDOFF_SECS``."""
         if self.failed:
             return
-        now = time.monotonic()
-        if not self.pending:
-            self.oldest = now
-        self.pending.append((phase, scalars, step, time.time()))
+        now = time.time()
+        stamp = now if wall_time is None else wall_time
+        if not self.pending or stamp < self.oldest:
+            self.oldest = stamp
+        self.pending.append((phase, scalars, step, stamp))
         if phase != "":
             for tag, value in scalars.items():
                 if tag.startswith("epoch/"):
