@@ -164,8 +164,9 @@ class Phase:
                 else:
                     self._interrupted(exc_type)
         finally:
-            for module, training in self._modes:
-                module.training = training  # each submodule's own flag; no recursion
+            for module, training in self._modes:  # each submodule's own flag; no recursion
+                if module.training is not training:  # Module.__setattr__ is slow Python
+                    module.training = training
             torch.set_grad_enabled(self._grad_before)
         return None
 
