@@ -267,6 +267,50 @@ def test_progress_bar_redraws_at_most_ten_times_a_second_with_the_interval_means
     assert "Epoch [1/1] train  loss 0.5000" in out
 
 
+RESIZE_SCRIPT = textwrap.dedent(
+    """
+    import fcntl, struct, sys, termios, time, torch, torchwatch as tw
+    tw.init(logdir={logdir!r}, total_epochs=1, console=False)
+    with tw.phase("train"):
+        for i in tw.steps(range(60)):
+            time.sleep(0.01)
+            if i == 20:  # the user narrows the terminal window mid-phase
+                fcntl.ioctl(2, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 60, 0, 0))
+                print("RESIZED", file=sys.stderr, flush=True)
+    tw.close()
+    """
+)
+
+
+def test_the_bar_follows_a_terminal_that_is_resized_mid_phase(tmp_path):
+    """On a terminal the bar is redrawn at the terminal's current width: 100 columns wide
+    before the window is narrowed to 60 mid-phase, at most 60 after."""
+    script = tmp_path / "resize.py"
+    script.write_text(RESIZE_SCRIPT.format(logdir=str(tmp_path / "runs")))
+    main, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=secondary, env=env)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0
+    os.close(main)
+    before, _, after = b"".join(chunks).decode(errors="replace").partition("RESIZED")
+    # (a draw pads with spaces over the longer line it replaces)
+    widths = [[len(draw.rstrip()) for draw in part.split("\r") if "step" in draw]
+              for part in (before, after)]
+    assert widths[0] and widths[1], (before, after)
+    assert max(widths[0]) > 90 and max(widths[1]) <= 60, widths
+
+
 def test_progress_never_with_ci_set(monkeypatch):
     """With CI set, progress="auto" shows no bar even on a terminal; progress=True forces one."""
     monkeypatch.setenv("CI", "true")

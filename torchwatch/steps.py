@@ -126,9 +126,12 @@ def _bar(phase: Phase, spec: Steps) -> Any:
     label = epoch_label(run.display_epoch(phase.epoch), run.total_epochs)
     if phase.postfix is None:
         phase.postfix = {}
-    # tw.steps itself calls update() at most every BAR_SECS: each call redraws
+    # tw.steps itself calls update() at most every BAR_SECS: each call redraws. The width follows
+    # a terminal's resizes; elsewhere (a pipe, a file) there is none to ask at every redraw.
+    stderr = sys.stderr
+    resizes = bool(getattr(stderr, "isatty", lambda: False)())
     return tqdm(total=total, desc=spec.desc or f"{label} {phase.name}", leave=False,
-                mininterval=0, miniters=1, unit="step", file=sys.stderr, dynamic_ncols=True)
+                mininterval=0, miniters=1, unit="step", file=stderr, dynamic_ncols=resizes)
 
 
 def _show(bar: Any, phase: Phase, done: int) -> None:
