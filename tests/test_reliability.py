@@ -48,9 +48,13 @@ torch.set_num_threads(1)
 
 if record_s:  # a slow disk: each record takes record_s to write, so only a real flush keeps up
     from tensorboard.summary.writer import record_writer
+    from torchwatch.sinks import tensorboard as sink
 
-    write = record_writer.RecordWriter.write
+    write = record_writer.RecordWriter.write  # SummaryWriter's thread: its own records
     record_writer.RecordWriter.write = lambda self, data: (time.sleep(record_s), write(self, data))
+    append = sink._EventFile.append  # torchwatch's: the scalar events, a batch at a time
+    sink._EventFile.append = lambda self, data: (time.sleep(record_s * len(data)),
+                                                 append(self, data))
 
 if mode == "user-handler":
     def on_term(signum, frame):
