@@ -111,6 +111,54 @@ static Py_ssize_t fold_limit;
 
 enum { NOT_HOT, HOT, HOT_FLOAT32, HOT_FLOAT64 };
 
+/* Attributes of a torch.Tensor (exactly that type) read through their getters: torch.Tensor
+ * inherits ndim, dtype, is_cpu, shape and requires_grad from its C base as getset descriptors,
+ * which take precedence over an instance's __dict__, so calling the getter is what the generic
+ * lookup would end in, without its ~100 instructions a read (type cache, descriptor protocol).
+ * configure() finds them; one that is not a getset there (say, redefined in Python) keeps the
+ * generic lookup. */
+typedef struct {
+    PyObject **name;
+    getter get;
+    void *closure;
+} TensorAttr;
+
+static TensorAttr attr_ndim = {&s_ndim}, attr_dtype = {&s_dtype}, attr_is_cpu = {&s_is_cpu},
+                  attr_shape = {&s_shape}, attr_requires_grad = {&s_requires_grad};
+
+static void
+find_getter(TensorAttr *attr)
+{
+    PyObject *descr = _PyType_Lookup((PyTypeObject *)tensor_type, *attr->name);  /* borrowed */
+    attr->get = NULL;
+    if (descr != NULL && Py_TYPE(descr) == &PyGetSetDescr_Type) {
+        PyGetSetDef *def = ((PyGetSetDescrObject *)descr)->d_getset;
+        attr->get = def->get;
+        attr->closure = def->closure;
+    }
+}
+
+/* direct() -> the names of the attributes read through their getters */
+static PyObject *
+direct(PyObject *module, PyObject *unused)
+{
+    TensorAttr *attrs[] = {&attr_ndim, &attr_dtype, &attr_is_cpu, &attr_shape,
+                           &attr_requires_grad};
+    PyObject *names = PyList_New(0);
+    for (size_t i = 0; names != NULL && i < sizeof(attrs) / sizeof(attrs[0]); i++)
+        if (attrs[i]->get != NULL && PyList_Append(names, *attrs[i]->name) < 0)
+            Py_CLEAR(names);
+    return names;
+}
+
+/* tensor.<attr> for a tensor of exactly type torch.Tensor, as a new reference */
+static PyObject *
+tensor_attr(PyObject *tensor, const TensorAttr *attr)
+{
+    return attr->get != NULL ? attr->get(tensor, attr->closure)
+                             : PyObject_GetAttr(tensor, *attr->name);
+}
+
 /* HOT for a 0-dim tensor of exactly type torch.Tensor with a real dtype (HOT_FLOAT32 /
  * HOT_FLOAT64 for those two), NOT_HOT otherwise, -1 on error */
 static int
@@ -118,14 +166,14 @@ hot_kind(PyObject *item)
 {
     if ((PyObject *)Py_TYPE(item) != tensor_type)
         return NOT_HOT;
-    PyObject *ndim = PyObject_GetAttr(item, s_ndim);
+    PyObject *ndim = tensor_attr(item, &attr_ndim);
     if (ndim == NULL)
         return -1;
     int zero = ndim == zero_long || (PyLong_CheckExact(ndim) && PyLong_AsLong(ndim) == 0);
     Py_DECREF(ndim);
     if (!zero)
         return NOT_HOT;
-    PyObject *dtype = PyObject_GetAttr(item, s_dtype);
+    PyObject *dtype = tensor_attr(item, &attr_dtype);
     if (dtype == NULL)
         return -1;
     int kind = dtype == float32 ? HOT_FLOAT32 : dtype == float64 ? HOT_FLOAT64 : HOT;
@@ -143,7 +191,7 @@ hot_kind(PyObject *item)
 static int
 read_on_host(PyObject *item, int kind, double *out)
 {
-    PyObject *flag = PyObject_GetAttr(item, s_is_cpu);
+    PyObject *flag = tensor_attr(item, &attr_is_cpu);
     if (flag == NULL)
         return -1;
     int cpu = flag == Py_True;
@@ -256,7 +304,7 @@ record(PyObject *phase, PyObject *acc, PyObject *values, PyObject *name, PyObjec
             return -1;
         if (pairs != NULL && PyList_CheckExact(pairs) && PyList_GET_SIZE(pairs) < fold_limit) {
             Py_INCREF(pairs);
-            PyObject *grad = PyObject_GetAttr(item, s_requires_grad);
+            PyObject *grad = tensor_attr(item, &attr_requires_grad);
             PyObject *value = NULL;
             if (grad != NULL) {
                 if (grad == Py_True)
@@ -392,6 +440,10 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(complex_dtypes, Py_NewRef(complex));
     Py_XSETREF(float32, Py_NewRef(f32));
     Py_XSETREF(float64, Py_NewRef(f64));
+    TensorAttr *attrs[] = {&attr_ndim, &attr_dtype, &attr_is_cpu, &attr_shape,
+                           &attr_requires_grad};
+    for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++)
+        find_getter(attrs[i]);
     fold_limit = limit;
     Py_RETURN_NONE;
 }
@@ -445,7 +497,7 @@ rows_of(Watched *w, PyObject *item)
         return PyObject_CallOneArg(w->first_rows, item);
     Py_INCREF(first);
     /* the shape, not len(): torch.Tensor.__len__ is Python, several times the cost */
-    PyObject *shape = PyObject_GetAttr(first, s_shape);
+    PyObject *shape = tensor_attr(first, &attr_shape);
     Py_DECREF(first);
     if (shape == NULL)
         return NULL;
@@ -790,6 +842,10 @@ static PyMethodDef methods[] = {
                "What log() and Watched need: the Python tw.log, the active phases, torch.Tensor, "
                "the complex dtypes, the two dtypes read on the host, the longest list log() may "
                "append to, and the three classes whose slots they read.")},
+    {"direct", direct, METH_NOARGS,
+     PyDoc_STR("direct($module, /)\n--\n\n"
+               "The torch.Tensor attributes read through their getters, not the generic "
+               "lookup (configure() finds them).")},
     {"records", records, METH_O,
      PyDoc_STR("records($module, items, /)\n--\n\n"
                "The bytes of a list of bytes as TensorBoard event-file records, concatenated: "
