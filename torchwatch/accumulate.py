@@ -159,14 +159,16 @@ class Accumulator:
 
     def close(self, meta: Any = None, extra: Optional[Dict[str, torch.Tensor]] = None) -> Interval:
         """End the current interval and start its copy to the host; nothing waits here."""
-        if not (self.partials or extra or any(self.values.values())):  # host sums only
-            interval = Interval(meta, self.host)
-            self.host = {}
-            self.pending.append(interval)
-            return interval
-        self.fold()
         interval = Interval(meta, self.host)
         self.host = {}
+        if self.partials or extra or any(self.values.values()):  # else host sums only
+            self._copy_to_host(interval, extra)
+        self.pending.append(interval)
+        return interval
+
+    def _copy_to_host(self, interval: Interval, extra: Optional[Dict[str, torch.Tensor]]) -> None:
+        """The interval's device values, reduced and packed, on their way to the host."""
+        self.fold()
         by_device: Dict[torch.device, Tuple[list, list]] = {}
         for name, parts in self.partials.items():
             for tensor, factor, total in parts:
@@ -198,8 +200,6 @@ class Accumulator:
             else:  # mps, xpu, ...: no pinned path, a plain async-capable copy
                 buffer = packed.to("cpu", non_blocking=True)
             interval.parts.append((entries, buffer, event))
-        self.pending.append(interval)
-        return interval
 
     def ready(self) -> Iterator[Interval]:
         """Closed intervals whose values have reached the host, oldest first, without waiting."""

@@ -471,10 +471,9 @@ class Run:
             return True
         if os.environ.get("CI"):
             return False
-        stderr = sys.stderr
         if _in_notebook():  # tqdm's widget needs ipywidgets; its text fallback prints escapes
             return importlib.util.find_spec("ipywidgets") is not None
-        return bool(getattr(stderr, "isatty", lambda: False)())
+        return is_terminal(sys.stderr)
 
 
 # -- the default run ---------------------------------------------------------------------------
@@ -503,6 +502,11 @@ def close() -> None:
     """Flush and close the default run; safe to call twice."""
     if _default is not None:
         _default.close()
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal (False for anything without ``isatty``)."""
+    return bool(getattr(stream, "isatty", lambda: False)())
 
 
 def outside(verb: str) -> None:

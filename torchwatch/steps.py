@@ -116,7 +116,7 @@ def _bar(phase: Phase, spec: Steps) -> Any:
             total = None
     if total is not None:
         total = -(-total // spec.accumulate)  # the bar counts steps, not micro-batches
-    from .run import _in_notebook
+    from .run import _in_notebook, is_terminal
     from .sinks.console import epoch_label
 
     if _in_notebook():
@@ -128,10 +128,9 @@ def _bar(phase: Phase, spec: Steps) -> Any:
         phase.postfix = {}
     # tw.steps itself calls update() at most every BAR_SECS: each call redraws. The width follows
     # a terminal's resizes; elsewhere (a pipe, a file) there is none to ask at every redraw.
-    stderr = sys.stderr
-    resizes = bool(getattr(stderr, "isatty", lambda: False)())
     return tqdm(total=total, desc=spec.desc or f"{label} {phase.name}", leave=False,
-                mininterval=0, miniters=1, unit="step", file=stderr, dynamic_ncols=resizes)
+                mininterval=0, miniters=1, unit="step", file=sys.stderr,
+                dynamic_ncols=is_terminal(sys.stderr))
 
 
 def _show(bar: Any, phase: Phase, done: int) -> None:
