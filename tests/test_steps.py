@@ -228,10 +228,16 @@ def _run_script(tmp_path, stderr_tty, steps=30, log_every=50):
             out = subprocess.run([sys.executable, str(script)], stdout=subprocess.PIPE,
                                  stderr=err, env=env, timeout=120, text=True).stdout
         return out, (tmp_path / "err.txt").read_text()
+    proc, err = _on_a_terminal(script, env, stdout=subprocess.PIPE, text=True)
+    return proc.communicate(timeout=120)[0], err
+
+
+def _on_a_terminal(script, env, **popen):
+    """Run ``script`` with its stderr on a 100-column pty: the process, and all the terminal
+    received from it (read until the script let go of it)."""
     main, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                            stderr=secondary, env=env, text=True)
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=secondary, env=env, **popen)
     os.close(secondary)
     chunks = []
     while True:
@@ -242,9 +248,8 @@ def _run_script(tmp_path, stderr_tty, steps=30, log_every=50):
         if not data:
             break
         chunks.append(data)
-    out = proc.communicate(timeout=120)[0]
     os.close(main)
-    return out, b"".join(chunks).decode(errors="replace")
+    return proc, b"".join(chunks).decode(errors="replace")
 
 
 def test_progress_bar_shows_on_a_terminal_only(tmp_path):
@@ -287,23 +292,10 @@ def test_the_bar_follows_a_terminal_that_is_resized_mid_phase(tmp_path):
     before the window is narrowed to 60 mid-phase, at most 60 after."""
     script = tmp_path / "resize.py"
     script.write_text(RESIZE_SCRIPT.format(logdir=str(tmp_path / "runs")))
-    main, secondary = pty.openpty()
-    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     env = {k: v for k, v in os.environ.items() if k != "CI"}
-    proc = subprocess.Popen([sys.executable, str(script)], stderr=secondary, env=env)
-    os.close(secondary)
-    chunks = []
-    while True:
-        try:
-            data = os.read(main, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
+    proc, err = _on_a_terminal(script, env)
     assert proc.wait(timeout=120) == 0
-    os.close(main)
-    before, _, after = b"".join(chunks).decode(errors="replace").partition("RESIZED")
+    before, _, after = err.partition("RESIZED")
     # (a draw pads with spaces over the longer line it replaces)
     widths = [[len(draw.rstrip()) for draw in part.split("\r") if "step" in draw]
               for part in (before, after)]
