@@ -125,6 +125,9 @@ typedef struct {
 
 static TensorAttr attr_ndim = {&s_ndim}, attr_dtype = {&s_dtype}, attr_is_cpu = {&s_is_cpu},
                   attr_shape = {&s_shape}, attr_requires_grad = {&s_requires_grad};
+static TensorAttr *const tensor_attrs[] = {&attr_ndim, &attr_dtype, &attr_is_cpu, &attr_shape,
+                                           &attr_requires_grad};
+#define N_TENSOR_ATTRS (sizeof(tensor_attrs) / sizeof(tensor_attrs[0]))
 
 static void
 find_getter(TensorAttr *attr)
@@ -142,11 +145,9 @@ find_getter(TensorAttr *attr)
 static PyObject *
 direct(PyObject *module, PyObject *unused)
 {
-    TensorAttr *attrs[] = {&attr_ndim, &attr_dtype, &attr_is_cpu, &attr_shape,
-                           &attr_requires_grad};
     PyObject *names = PyList_New(0);
-    for (size_t i = 0; names != NULL && i < sizeof(attrs) / sizeof(attrs[0]); i++)
-        if (attrs[i]->get != NULL && PyList_Append(names, *attrs[i]->name) < 0)
+    for (size_t i = 0; names != NULL && i < N_TENSOR_ATTRS; i++)
+        if (tensor_attrs[i]->get != NULL && PyList_Append(names, *tensor_attrs[i]->name) < 0)
             Py_CLEAR(names);
     return names;
 }
@@ -440,10 +441,8 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(complex_dtypes, Py_NewRef(complex));
     Py_XSETREF(float32, Py_NewRef(f32));
     Py_XSETREF(float64, Py_NewRef(f64));
-    TensorAttr *attrs[] = {&attr_ndim, &attr_dtype, &attr_is_cpu, &attr_shape,
-                           &attr_requires_grad};
-    for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++)
-        find_getter(attrs[i]);
+    for (size_t i = 0; i < N_TENSOR_ATTRS; i++)
+        find_getter(tensor_attrs[i]);
     fold_limit = limit;
     Py_RETURN_NONE;
 }
