@@ -92,7 +92,8 @@ def test_the_compiled_hot_path_was_built_and_is_what_runs():
     with tw.Run(None, console=False, tensorboard=False, progress=False).phase("val"):
         assert isinstance(iter(tw.steps([1, 2])), speedups.Watched)
     # the tensor attributes it reads go straight to torch's getters with this torch
-    assert sorted(speedups.direct()) == ["dtype", "is_cpu", "ndim", "requires_grad", "shape"]
+    assert sorted(speedups.direct()) == ["data_ptr", "dtype", "is_cpu", "is_neg", "ndim",
+                                        "requires_grad", "shape"]
 
 
 def test_compiled_and_pure_python_write_the_same_values(tmp_path):
@@ -138,6 +139,26 @@ def test_compiled_log_reads_a_cpu_scalar_when_it_is_logged():
     assert syncs.torchwatch == 0, syncs
     assert p.metrics["loss"] == pytest.approx(sum(4.0 * i for i in range(100)) / 100)
     assert p.metrics["total"] == pytest.approx(50.5)  # the mean of 1..100, not 100
+
+
+def test_running_sums_are_added_in_place_only_where_nobody_else_sees_them():
+    """The compiled path adds a step's data wait and a logged value to their running sums
+    without a new float each step, yet a sum that Python code has read keeps its value: the
+    next step gives the phase a new float instead."""
+    if speedups is None:
+        pytest.skip("the compiled hot path is not built here")
+    run = tw.Run(None, console=False, tensorboard=False, progress=False, log_every=1000)
+    seen = []
+    with run.phase("train") as p:
+        for i, _ in enumerate(tw.steps([torch.ones(2, 1)] * 20)):
+            tw.log(loss=torch.tensor(float(i)))
+            if i in (5, 12):
+                wait, loss_sum = p.data_wait_s, p.acc.host["loss"][0]
+                seen.append((wait, wait + 0.0, loss_sum, loss_sum + 0.0))
+    for held_wait, wait_then, held_sum, sum_then in seen:
+        assert held_wait == wait_then and held_sum == sum_then  # unchanged by later steps
+    assert seen[0][2] == sum(range(6)) * 2.0 and seen[1][2] == sum(range(13)) * 2.0
+    assert p.data_wait_s >= seen[1][0] and p.metrics["loss"] == pytest.approx(9.5)
 
 
 def test_an_early_break_ends_the_loop_cleanly():

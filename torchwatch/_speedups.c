@@ -96,9 +96,35 @@ add_to_slot(PyObject *obj, const Slot *slot, PyObject *amount)
     return sum;
 }
 
+/* *number += amount in place, for a float that only its container holds: nobody can see it
+ * change, and the step allocates no float. 0 (nothing done) for any other object. */
+static int
+add_in_place(PyObject *number, double amount)
+{
+    if (!PyFloat_CheckExact(number) || Py_REFCNT(number) != 1)
+        return 0;
+    ((PyFloatObject *)number)->ob_fval += amount;
+    return 1;
+}
+
+/* obj.<slot> += amount for a float amount; -1 on error */
+static int
+add_float_to_slot(PyObject *obj, const Slot *slot, double amount)
+{
+    PyObject *old = *(PyObject **)((char *)obj + slot->offset);  /* borrowed */
+    if (old != NULL && add_in_place(old, amount))
+        return 0;
+    PyObject *add = PyFloat_FromDouble(amount);
+    if (add == NULL)
+        return -1;
+    PyObject *sum = add_to_slot(obj, slot, add);
+    Py_DECREF(add);
+    return sum == NULL ? -1 : 0;
+}
+
 /* attribute and keyword names, interned once */
 static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_log_one,
-    *s_close_interval, *s_loss, *s_close, *s_is_cpu, *s_is_neg, *s_data_ptr;
+    *s_close_interval, *s_loss, *s_close, *s_is_cpu, *s_is_neg, *s_data_ptr, *s_n;
 static PyObject *one_float, *one_long, *zero_long;
 
 /* ---- tw.log --------------------------------------------------------------------------------- */
@@ -129,6 +155,19 @@ static TensorAttr *const tensor_attrs[] = {&attr_ndim, &attr_dtype, &attr_is_cpu
                                            &attr_requires_grad};
 #define N_TENSOR_ATTRS (sizeof(tensor_attrs) / sizeof(tensor_attrs[0]))
 
+/* Methods of a torch.Tensor called without arguments: is_neg and data_ptr are C functions of its
+ * base, called here as the method lookup would end in (an instance's __dict__ aside, which no
+ * tensor puts them in) without the lookup (~150 instructions a call). configure() finds them;
+ * one that is not a C method there keeps the generic call. */
+typedef struct {
+    PyObject **name;
+    PyCFunction call;  /* a METH_NOARGS function, called as call(tensor, NULL) */
+} TensorMethod;
+
+static TensorMethod method_is_neg = {&s_is_neg}, method_data_ptr = {&s_data_ptr};
+static TensorMethod *const tensor_methods[] = {&method_is_neg, &method_data_ptr};
+#define N_TENSOR_METHODS (sizeof(tensor_methods) / sizeof(tensor_methods[0]))
+
 static void
 find_getter(TensorAttr *attr)
 {
@@ -141,13 +180,30 @@ find_getter(TensorAttr *attr)
     }
 }
 
-/* direct() -> the names of the attributes read through their getters */
+static void
+find_method(TensorMethod *method)
+{
+    PyObject *descr = _PyType_Lookup((PyTypeObject *)tensor_type, *method->name);  /* borrowed */
+    method->call = NULL;
+    if (descr != NULL && Py_TYPE(descr) == &PyMethodDescr_Type) {
+        PyMethodDef *def = ((PyMethodDescrObject *)descr)->d_method;
+        if ((def->ml_flags & ~METH_COEXIST) == METH_NOARGS)
+            method->call = def->ml_meth;
+    }
+}
+
+/* direct() -> the names of the attributes read through their getters and of the methods
+ * called through their C functions */
 static PyObject *
 direct(PyObject *module, PyObject *unused)
 {
     PyObject *names = PyList_New(0);
     for (size_t i = 0; names != NULL && i < N_TENSOR_ATTRS; i++)
         if (tensor_attrs[i]->get != NULL && PyList_Append(names, *tensor_attrs[i]->name) < 0)
+            Py_CLEAR(names);
+    for (size_t i = 0; names != NULL && i < N_TENSOR_METHODS; i++)
+        if (tensor_methods[i]->call != NULL
+            && PyList_Append(names, *tensor_methods[i]->name) < 0)
             Py_CLEAR(names);
     return names;
 }
@@ -158,6 +214,14 @@ tensor_attr(PyObject *tensor, const TensorAttr *attr)
 {
     return attr->get != NULL ? attr->get(tensor, attr->closure)
                              : PyObject_GetAttr(tensor, *attr->name);
+}
+
+/* tensor.<method>() for a tensor of exactly type torch.Tensor, as a new reference */
+static PyObject *
+tensor_method(PyObject *tensor, const TensorMethod *method)
+{
+    return method->call != NULL ? method->call(tensor, NULL)
+                                : PyObject_CallMethodNoArgs(tensor, *method->name);
 }
 
 /* HOT for a 0-dim tensor of exactly type torch.Tensor with a real dtype (HOT_FLOAT32 /
@@ -199,14 +263,14 @@ read_on_host(PyObject *item, int kind, double *out)
     Py_DECREF(flag);
     if (!cpu)
         return 0;
-    flag = PyObject_CallMethodNoArgs(item, s_is_neg);  /* its memory holds minus its value */
+    flag = tensor_method(item, &method_is_neg);  /* its memory holds minus its value */
     if (flag == NULL)
         return -1;
     int neg = flag != Py_False;
     Py_DECREF(flag);
     if (neg)
         return 0;
-    PyObject *address = PyObject_CallMethodNoArgs(item, s_data_ptr);
+    PyObject *address = tensor_method(item, &method_data_ptr);
     if (address == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_RuntimeError))
             return -1;
@@ -231,6 +295,8 @@ read_on_host(PyObject *item, int kind, double *out)
 static int
 add_to_item(PyObject *sums, Py_ssize_t i, double amount)
 {
+    if (add_in_place(PyList_GET_ITEM(sums, i), amount))
+        return 0;
     double old = PyFloat_AsDouble(PyList_GET_ITEM(sums, i));
     if (old == -1.0 && PyErr_Occurred())
         return -1;
@@ -443,6 +509,8 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(float64, Py_NewRef(f64));
     for (size_t i = 0; i < N_TENSOR_ATTRS; i++)
         find_getter(tensor_attrs[i]);
+    for (size_t i = 0; i < N_TENSOR_METHODS; i++)
+        find_method(tensor_methods[i]);
     fold_limit = limit;
     Py_RETURN_NONE;
 }
@@ -516,9 +584,7 @@ end_step(Watched *w, PyObject *rows, double wait)
     if (steps == NULL || add_to_slot(phase, &slot_samples, rows) == NULL)
         return -1;
     Py_INCREF(steps);  /* compared below, after the other slots have changed */
-    PyObject *waited = PyFloat_FromDouble(wait);
-    PyObject *added = waited == NULL ? NULL : add_to_slot(phase, &slot_data_wait_s, waited);
-    Py_XDECREF(waited);
+    PyObject *added = add_float_to_slot(phase, &slot_data_wait_s, wait) < 0 ? NULL : steps;
     if (added != NULL && w->is_train)
         added = add_to_slot(w->run, &slot_global_step, one_long);
     PyObject *due = added == NULL ? NULL : get_slot(phase, &slot_interval_due);
@@ -549,7 +615,7 @@ show(Watched *w)
     return 0;
 }
 
-/* the end of the loop, however it ends: no step open, the bar brought up to date and closed */
+/* the end of the loop, however it ends: no step open, the bar closed (see steps._close_bar) */
 static int
 finish(Watched *w)
 {
@@ -558,7 +624,12 @@ finish(Watched *w)
     set_slot(w->phase, &slot_step_weight, Py_None);
     if (w->bar == Py_None)
         return 0;
-    if (show(w) < 0)
+    PyObject *done = PyLong_FromSsize_t(w->done);
+    if (done == NULL)
+        return -1;
+    int set = PyObject_SetAttr(w->bar, s_n, done);
+    Py_DECREF(done);
+    if (set < 0)
         return -1;
     PyObject *closed = PyObject_CallMethodNoArgs(w->bar, s_close);
     if (closed == NULL)
@@ -873,6 +944,7 @@ intern_all(void)
     INTERN(s_is_cpu, "is_cpu");
     INTERN(s_is_neg, "is_neg");
     INTERN(s_data_ptr, "data_ptr");
+    INTERN(s_n, "n");
 #undef INTERN
     one_float = PyFloat_FromDouble(1.0);
     one_long = PyLong_FromLong(1);

@@ -94,6 +94,8 @@ class Interval:
 
     def read(self) -> Tuple[Sums, Dict[str, float]]:
         """The interval's sums (host and device merged) and its extra values, as floats."""
+        if not self.parts:  # host sums only: the interval's own, read once
+            return self.host, {}
         sums = {k: list(v) for k, v in self.host.items()}
         extras: Dict[str, float] = {}
         for entries, buffer, event in self.parts:

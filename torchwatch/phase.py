@@ -147,7 +147,7 @@ class Phase:
             self.steps = self.samples = 0
             self.data_wait_s = 0.0
             # the latest interval means, for a progress bar; None while tw.steps shows none
-            self.postfix: Optional[Dict[str, str]] = None
+            self.postfix: Optional[Dict[str, float]] = None
             self.totals: Dict[str, List[float]] = {}
             self._open_interval()
             self.start = self.interval_start
@@ -334,7 +334,7 @@ class Phase:
         if info is not None and self.is_train and not self.nested:
             self.run.write_interval(self, means, info, scale)
         if means and self.postfix is not None:  # shown by tw.steps when its bar next refreshes
-            self.postfix.update({k: f"{v:.4g}" for k, v in means.items()})
+            self.postfix.update(means)
         try:
             for name, (_, _, nonfinite) in sums.items():
                 if nonfinite:

@@ -425,7 +425,7 @@ class Run:
                 if wait is not None:
                     tags["epoch/data_wait_frac"] = wait
                 step = record.epoch
-            self.tensorboard.log(phase.name, tags, step)
+            self.tensorboard.log(phase.name, tags, step, final=not phase.nested)
             if self.histograms is not None and phase.is_train and not phase.nested:
                 from .histograms import write_histograms
 

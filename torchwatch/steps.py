@@ -138,8 +138,16 @@ def _show(bar: Any, phase: Phase, done: int) -> None:
     if phase.acc.pending:
         phase.read_ready()
     if phase.postfix:
-        bar.set_postfix(phase.postfix, refresh=False)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in phase.postfix.items()}, refresh=False)
     bar.update(done - bar.n)
+
+
+def _close_bar(bar: Any, done: int) -> None:
+    """The end of the loop: the bar, left at ``done`` steps, is cleared without a last redraw,
+    as tqdm's own iterator ends a ``leave=False`` bar (a frame erased at once is never seen;
+    the phase's console line takes its place)."""
+    bar.n = done
+    bar.close()
 
 
 def _watched(phase: Phase, spec: Steps) -> Iterator:
@@ -172,8 +180,7 @@ def _watched(phase: Phase, spec: Steps) -> Iterator:
     finally:
         phase.step_weight = None
         if bar is not None:
-            _show(bar, phase, done)
-            bar.close()
+            _close_bar(bar, done)
 
 
 def _accumulating(phase: Phase, spec: Steps) -> Iterator:
@@ -216,5 +223,4 @@ def _accumulating(phase: Phase, spec: Steps) -> Iterator:
     finally:
         phase.step_weight = None
         if bar is not None:
-            _show(bar, phase, done)
-            bar.close()
+            _close_bar(bar, done)

@@ -77,10 +77,11 @@ class TensorBoardSink:
         return writer
 
     def log(self, phase: str, scalars: Mapping[str, float], step: int,
-            every: float = 0.0, wall_time: Optional[float] = None) -> None:
+            every: float = 0.0, wall_time: Optional[float] = None, final: bool = False) -> None:
         """Queue one event with all of ``scalars`` (floats) at ``step``, stamped ``wall_time``
         (default now); ``every``: the seconds until the next is expected (the interval's
-        length). See ``HANDOFF_SECS``."""
+        length). See ``HANDOFF_SECS``. ``final``: a phase's ``epoch/*`` results, the latest of
+        which go with the hparams."""
         if self.failed:
             return
         now = time.time()
@@ -88,10 +89,9 @@ class TensorBoardSink:
         if not self.pending or stamp < self.oldest:
             self.oldest = stamp
         self.pending.append((phase, scalars, step, stamp))
-        if phase != "":
+        if final:
             for tag, value in scalars.items():
-                if tag.startswith("epoch/"):
-                    self.final[(phase, tag)] = value
+                self.final[(phase, tag)] = value
         # handed over before the oldest would wait longer than HANDOFF_SECS for the next call
         waited = now - self.oldest + (every if every > 0 else 0.0)  # every NaN: unknown
         if waited >= HANDOFF_SECS or len(self.pending) >= MAX_PENDING:
@@ -178,12 +178,13 @@ class TensorBoardSink:
 class _EventFile:
     """The local event file behind a SummaryWriter, appended to from the calling thread."""
 
-    __slots__ = ("queued", "path", "fd")
+    __slots__ = ("queued", "path", "fd", "opened")
 
     def __init__(self, queued: Any, path: bytes) -> None:
         self.queued = queued  # SummaryWriter's queue-and-thread writer: its lock, its queue
         self.path = path
         self.fd: Optional[int] = None  # kept open: an open() per hand-off costs ~100 µs here
+        self.opened: Any = None  # os.fstat(fd) when it was opened: the file it writes to
 
     @classmethod
     def of(cls, writer: Any) -> Optional["_EventFile"]:
@@ -215,9 +216,10 @@ class _EventFile:
             # the file at the path now (FileNotFoundError: the logdir was deleted), as the
             # writer's own open-per-write would find it
             here = os.stat(self.path)
-            if self.fd is None or not os.path.samestat(here, os.fstat(self.fd)):
+            if self.fd is None or not os.path.samestat(here, self.opened):
                 self.close()
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                self.opened = os.fstat(self.fd)
             while left:
                 left = left[os.write(self.fd, left):]
 
