@@ -3,7 +3,7 @@
     python benchmarks/outputs.py                  # tiny workload, 30 rounds x 500 steps: ~2 min
     python benchmarks/outputs.py --steps 200 --rounds 40
 
-The bar is created and first drawn as the epoch starts. Its last draw and close, TensorBoard's
+The bar is created and first drawn as the epoch starts. Its clearing, TensorBoard's
 hand-off and flush, and the console line come as it ends. ``overhead.py`` times whole epochs. A
 100-ms epoch on this shared machine swings by milliseconds from round to round, more than these
 costs. So this script times the ends apart:

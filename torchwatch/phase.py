@@ -16,6 +16,7 @@ import torch
 
 from .accumulate import FOLD_AT, Accumulator, Interval
 from .clocks import Marker, cuda_in_use
+from .distributed import is_distributed, reduce_phase
 from .dynamo import prepare_if_loaded
 from .values import NonFiniteError, describe, flatten, scalar
 
@@ -364,8 +365,6 @@ class Phase:
             sums[name] = [value, 1.0, 0.0 if math.isfinite(value) else 1.0]
         steps, samples, wait = self.steps, self.samples, self.data_wait_s
         if self.reduce:
-            from .distributed import is_distributed, reduce_phase
-
             if is_distributed():
                 sums, time_s, samples, steps, wait = reduce_phase(
                     sums, time_s, samples, steps, wait, self.source,
