@@ -145,7 +145,8 @@ def _show(bar: Any, phase: Phase, done: int) -> None:
 def _close_bar(bar: Any, done: int) -> None:
     """The end of the loop: the bar, left at ``done`` steps, is cleared without a last redraw,
     as tqdm's own iterator ends a ``leave=False`` bar (a frame erased at once is never seen;
-    the phase's console line takes its place)."""
+    the phase's console line takes its place). The count still matters: tqdm's notebook bar
+    closes in red when it is short of its total."""
     bar.n = done
     bar.close()
 
