@@ -2,6 +2,7 @@
 
     python benchmarks/instructions.py            # needs valgrind; 5-10 minutes on 2 cores
     python benchmarks/instructions.py --steps 400 --variants bare,full
+    python benchmarks/instructions.py --functions 15   # and where each variant's instructions go
 
 On a shared machine the µs/step of ``overhead.py`` swing by ±10 µs between runs; instruction
 counts do not. valgrind's cachegrind counts every instruction the process executes and simulates
@@ -15,17 +16,26 @@ is gated by time (the bar, TensorBoard hand-overs) would fire far more often per
 real run. ``full`` is the hot path itself: ``tw.steps`` + ``tw.log`` every step and the
 reduction of each 50-step interval. OpenBLAS worker threads (loaded with numpy) are limited to
 one: under valgrind their spinning is counted in proportion to the run's duration.
+
+``--functions N`` also says where each variant's instructions over bare go: by area (the
+compiled hot path, torch's Python bindings, the GIL, CPython's objects, the interpreter,
+glibc's malloc) and the N functions that moved most. glibc's malloc is torch's own: watching
+adds no malloc call to a step, but the heap it leaves behind sends torch's allocations down
+other paths, by a few thousand instructions either way from one interpreter to the next.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from typing import Dict
 
 VARIANTS = {
     "bare": "the loop alone",
@@ -71,10 +81,11 @@ def inner(variant: str, epochs: int, steps: int) -> None:
                 epoch()
 
 
-def count(variant: str, epochs: int, steps: int) -> tuple:
-    """(instructions, L1 instruction misses) of one fresh interpreter running ``inner``."""
+def count(variant: str, epochs: int, steps: int, out: str = os.devnull) -> tuple:
+    """(instructions, L1 instruction misses) of one fresh interpreter running ``inner``;
+    cachegrind's per-function counts go to ``out``."""
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=yes",
-               "--cachegrind-out-file=/dev/null", sys.executable, os.path.abspath(__file__),
+               f"--cachegrind-out-file={out}", sys.executable, os.path.abspath(__file__),
                "--inner", variant, str(epochs), str(steps)]
     # a fixed hash seed: dict layouts, and so the instructions of start-up, are the same in
     # both runs of a variant (random seeds moved the difference by ~10k instructions per step)
@@ -90,11 +101,75 @@ def count(variant: str, epochs: int, steps: int) -> tuple:
     return total(r"I\s+refs"), total(r"I1\s+misses")
 
 
+def per_function(path: str) -> Dict[str, int]:
+    """Instructions per function in a cachegrind output file (``fn=`` blocks, first event)."""
+    counts: Dict[str, int] = collections.Counter()
+    source = function = ""
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith("fl="):
+                source = line[3:].strip()
+            elif line.startswith("fn="):
+                function = f"{line[3:].strip()} ({os.path.basename(source)})"
+            elif line[:1].isdigit() and function:
+                counts[function] += int(line.split()[1])
+    return counts
+
+
+# (area, what marks a function as in it); the first that matches wins
+AREAS = [
+    ("torchwatch, compiled", ("(_speedups.c)",)),
+    ("torch's Python bindings (getters, warning handler, torch-function checks)",
+     ("THP", "torch::", "c10::", "at::", "pybind11::", "__tls_get_addr")),
+    ("the GIL and locks", ("ceval_gil", "pthread_", "take_gil", "drop_gil")),
+    ("glibc malloc/free (torch's allocations)", ("(malloc.c)", "(arena.c)")),
+    ("the interpreter", ("_PyEval_EvalFrameDefault", "(ceval.c)", "(specialize.c)", "(frame.c)",
+                         "_PyFrame_", "_PyEvalFrame")),
+    ("CPython objects and calls", ("(pycore_", "object.c)", "object.h)", "(abstract.c)",
+                                   "(call.c)", "(obmalloc.c)", "(gcmodule.c)", "(errors.c)",
+                                   "(pystate.c)", "(structmember.c)", "(getargs.c)")),
+]
+
+
+def area(function: str) -> str:
+    for name, marks in AREAS:
+        if any(mark in function for mark in marks):
+            return name
+    return "other"
+
+
+def where(variant: str, files: Dict[tuple, str], epochs: int, extra: int, top: int) -> None:
+    """Print what a variant adds to a step over bare, by area and by function."""
+    def step(v: str) -> Dict[str, float]:
+        first, last = per_function(files[(v, 1)]), per_function(files[(v, 1 + epochs)])
+        return {f: (last.get(f, 0) - first.get(f, 0)) / extra for f in set(first) | set(last)}
+
+    ours, bare = step(variant), step("bare")
+    over = {f: ours.get(f, 0.0) - bare.get(f, 0.0) for f in set(ours) | set(bare)}
+    areas: Dict[str, float] = collections.Counter()
+    for function, n in over.items():
+        areas[area(function)] += n
+    print(f"\n**{variant}: instructions/step over bare, by area** "
+          f"(total {sum(over.values()):+,.0f})\n")
+    print("| area | over bare |\n| --- | ---: |")
+    for name, n in sorted(areas.items(), key=lambda item: -abs(item[1])):
+        print(f"| {name} | {n:+,.0f} |")
+    if top < 1:
+        return
+    print(f"\n**{variant}: the {top} functions that moved most**\n")
+    print("| function (source file) | over bare |\n| --- | ---: |")
+    for function, n in sorted(over.items(), key=lambda item: -abs(item[1]))[:top]:
+        print(f"| `{function[:100]}` | {n:+,.0f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--steps", type=int, default=200, help="steps per epoch")
     parser.add_argument("--epochs", type=int, default=8, help="extra epochs measured")
+    parser.add_argument("--functions", type=int, default=0, metavar="N",
+                        help="also show where the instructions go: by area and the N functions "
+                             "that moved most, for each variant")
     parser.add_argument("--inner", nargs=3, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.inner:
@@ -109,7 +184,10 @@ def main() -> int:
         return 1
     if "bare" not in variants:
         variants.insert(0, "bare")
-    jobs = {(v, e): (v, e, opts.steps) for v in variants for e in (1, 1 + opts.epochs)}
+    kept = tempfile.mkdtemp(prefix="torchwatch-cachegrind-") if opts.functions else None
+    files = {(v, e): os.path.join(kept, f"{v}.{e}") if kept else os.devnull
+             for v in variants for e in (1, 1 + opts.epochs)}
+    jobs = {key: (key[0], key[1], opts.steps, out) for key, out in files.items()}
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = dict(zip(jobs, pool.map(lambda job: count(*job), jobs.values())))
     extra = opts.epochs * opts.steps
@@ -126,6 +204,10 @@ def main() -> int:
         ir, i1 = per_step[v]
         print(f"| {v} | {VARIANTS[v]} | {ir:,.0f} | {ir - bare_ir:+,.0f} | {i1:,.0f} | "
               f"{i1 - bare_i1:+,.0f} |")
+    if kept:
+        for v in variants[1:]:
+            where(v, files, opts.epochs, extra, opts.functions)
+        shutil.rmtree(kept)
     return 0
 
 

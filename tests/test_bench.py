@@ -177,3 +177,35 @@ def test_overhead_is_measured_against_the_bare_epochs_around_each_epoch():
             spans.append(10.0 + epoch + cost)
     overheads = bench._overheads(spans, bare, before, steps)
     assert overheads == pytest.approx([cost / steps] * 10)
+
+
+def test_instruction_counter_splits_a_step_by_function_and_area(tmp_path, capsys):
+    """--functions reads cachegrind's per-function counts and prints what a variant adds to a
+    step over bare: by area (torch's bindings, the compiled hot path, ...) and by function."""
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "instructions.py"
+    module = runpy.run_path(str(script), run_name="instructions")
+
+    def cachegrind_file(name, counts):  # cachegrind's format: fl=, fn=, "line Ir I1mr ..."
+        lines = ["events: Ir I1mr", "fl=/src/_speedups.c", "fn=hot_log",
+                 f"10 {counts[0]} 1", f"11 {counts[1]} 0", "fl=???",
+                 "fn=THPVariable_get_ndim(THPVariable*, void*)", f"0 {counts[2]} 0"]
+        path = tmp_path / name
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
+
+    files = {("bare", 1): cachegrind_file("b1", (0, 0, 100)),
+             ("bare", 3): cachegrind_file("b3", (0, 0, 300)),
+             ("full", 1): cachegrind_file("f1", (40, 10, 150)),
+             ("full", 3): cachegrind_file("f3", (240, 50, 550))}
+    assert module["per_function"](files[("full", 3)]) == {
+        "hot_log (_speedups.c)": 290, "THPVariable_get_ndim(THPVariable*, void*) (???)": 550}
+    module["where"]("full", files, 2, 10, 5)  # 2 extra epochs of 5 steps
+    out = capsys.readouterr().out
+    assert "(total +44)" in out  # ((290 - 50) + (550 - 150) - (300 - 100)) / 10
+    assert "| torchwatch, compiled | +24 |" in out
+    assert "| torch's Python bindings (getters, warning handler, torch-function checks) | +20 |" \
+        in out
+    assert "| `hot_log (_speedups.c)` | +24 |" in out

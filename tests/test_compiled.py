@@ -118,6 +118,68 @@ def test_compiled_and_pure_python_write_the_same_values(tmp_path):
     assert "step/late" in read_scalars(compiled_dir / "train")
 
 
+# Intervals of host sums only, which the compiled tw.steps closes without Python (Phase.settle),
+# among ones it hands to Phase.close_interval: a float16 value buffered as a tensor, an lr that
+# is a tensor. The lrs change every step, so each interval's must be read when it closes.
+CLOSES = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from torch import nn
+    import torchwatch as tw
+    from torchwatch.phase import active_phase
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD([{"params": model.weight}, {"params": model.bias}], lr=0.1)
+    batches = [(torch.randn(6, 4), torch.randint(0, 2, (6,))) for _ in range(20)]
+    run = tw.init(sys.argv[1], model=model, optimizer=optimizer, log_every=3, progress=False)
+    most = 0  # the most intervals waiting in phase.closed at once
+    with tw.phase("train"):
+        for loop in range(2):  # two loops in one phase
+            for i, (x, y) in enumerate(tw.steps(batches[: 20 - 12 * loop])):
+                loss = nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad(); loss.backward(); optimizer.step()
+                optimizer.param_groups[0]["lr"] = 0.1 / (2 + i + 20 * loop)
+                optimizer.param_groups[1]["lr"] = torch.tensor(0.3) if 14 <= i < 17 else 0.2 + i
+                tw.log(loss=loss)
+                if i == 10:
+                    tw.log(half=torch.tensor(0.5, dtype=torch.float16))
+                most = max(most, len(active_phase().closed or []))
+    tw.close()
+    print(json.dumps([most, [r._asdict() for r in run.history]]))
+    """
+)
+
+
+def test_intervals_closed_in_c_write_what_python_closes_write(tmp_path):
+    """The compiled tw.steps closes intervals of host sums itself and Python takes them in
+    later; the step scalars (lrs of each interval's end included), the history and the epoch
+    scalars are those of the pure-Python path, fallback intervals included."""
+    if importlib.util.find_spec("torchwatch._speedups") is None:
+        pytest.skip("the compiled hot path is not built here")
+    found = {}
+    for pure in (True, False):
+        logdir = tmp_path / ("pure" if pure else "compiled")
+        env = {**os.environ, "TORCHWATCH_PURE_PYTHON": "1" if pure else "0"}
+        done = subprocess.run([sys.executable, "-c", CLOSES, str(logdir)], env=env, text=True,
+                              capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        most, history = json.loads(done.stdout.strip().splitlines()[-1])
+        for record in history:
+            record.pop("time_s")
+        found[pure] = most, history, read_scalars(logdir / "train")
+    (pure_most, pure_history, expected), (most, history, got) = found[True], found[False]
+    assert pure_most == 0 and most >= 3  # only the compiled path leaves intervals to settle
+    assert history == pure_history and history[0]["steps"] == 28
+    assert sorted(got) == sorted(expected)
+    assert [s for s, _ in got["step/loss"]] == [3, 6, 9, 12, 15, 18, 21, 24, 27, 28]
+    for tag in expected:
+        assert [s for s, _ in got[tag]] == [s for s, _ in expected[tag]], tag
+        if not tag.endswith(("time_ms", "time_s", "samples_per_s", "data_wait_frac")):
+            assert [v for _, v in got[tag]] == pytest.approx([v for _, v in expected[tag]]), tag
+    assert got["step/lr_0"][0][1] == pytest.approx(0.1 / 4)  # set after step 3's optimizer step
+
+
 @pytest.mark.skipif(PURE, reason="TORCHWATCH_PURE_PYTHON is set")
 def test_compiled_log_reads_a_cpu_scalar_when_it_is_logged():
     """The compiled tw.log reads a float32/float64 CPU scalar from host memory at the call: the

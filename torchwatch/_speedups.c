@@ -1,5 +1,6 @@
-/* torchwatch's per-step hot path, compiled: ``tw.log`` and the ``tw.steps`` iterator; and the
- * framing of TensorBoard event records (``records``, for sinks/tensorboard.py).
+/* torchwatch's per-step hot path, compiled: ``tw.log`` and the ``tw.steps`` iterator (with the
+ * close of an interval of host sums, see ``snapshot``); and the framing of TensorBoard event
+ * records (``records``, for sinks/tensorboard.py).
  *
  * The pure-Python versions (``run.log`` with ``Phase.log``, ``steps._watched`` with
  * ``Phase.end_step``) are the reference and the fallback: this file does the same thing, for the
@@ -35,10 +36,12 @@ typedef struct {
 
 static Slot slot_on = {"on"}, slot_step_weight = {"step_weight"}, slot_acc = {"acc"},
             slot_steps = {"steps"}, slot_samples = {"samples"}, slot_data_wait_s = {"data_wait_s"},
-            slot_interval_due = {"interval_due"}, slot_values = {"values"}, slot_host = {"host"},
-            slot_global_step = {"global_step"};
+            slot_interval_due = {"interval_due"}, slot_interval_start = {"interval_start"},
+            slot_closed = {"closed"}, slot_unread_since = {"unread_since"},
+            slot_values = {"values"}, slot_host = {"host"}, slot_partials = {"partials"},
+            slot_pending = {"pending"}, slot_global_step = {"global_step"};
 static PyTypeObject *phase_type, *accumulator_type, *run_type;
-static PyObject *perf_counter;  /* time.perf_counter */
+static PyObject *perf_counter, *time_time;  /* time.perf_counter, time.time */
 
 static int
 find_slot(PyTypeObject *type, Slot *slot)
@@ -68,6 +71,17 @@ get_slot(PyObject *obj, const Slot *slot)
         return NULL;
     }
     return Py_NewRef(value);
+}
+
+/* obj.<slot>, borrowed; NULL (and an AttributeError) when unset */
+static PyObject *
+get_slot_borrowed(PyObject *obj, const Slot *slot)
+{
+    PyObject *value = *(PyObject **)((char *)obj + slot->offset);
+    if (value == NULL)
+        PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
+                     Py_TYPE(obj)->tp_name, slot->name);
+    return value;
 }
 
 /* obj.<slot> = value */
@@ -124,7 +138,8 @@ add_float_to_slot(PyObject *obj, const Slot *slot, double amount)
 
 /* attribute and keyword names, interned once */
 static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_log_one,
-    *s_close_interval, *s_loss, *s_close, *s_is_cpu, *s_is_neg, *s_data_ptr, *s_n;
+    *s_close_interval, *s_loss, *s_close, *s_is_cpu, *s_is_neg, *s_data_ptr, *s_n, *s_host,
+    *s_lr, *s_read_ready, *s_log_every, *s_param_groups;
 static PyObject *one_float, *one_long, *zero_long;
 
 /* ---- tw.log --------------------------------------------------------------------------------- */
@@ -491,12 +506,16 @@ configure(PyObject *module, PyObject *args)
                           &phase, &PyType_Type, &accumulator, &PyType_Type, &run))
         return NULL;
     Slot *phase_slots[] = {&slot_on, &slot_step_weight, &slot_acc, &slot_steps, &slot_samples,
-                           &slot_data_wait_s, &slot_interval_due};
+                           &slot_data_wait_s, &slot_interval_due, &slot_interval_start,
+                           &slot_closed, &slot_unread_since};
     for (size_t i = 0; i < sizeof(phase_slots) / sizeof(phase_slots[0]); i++)
         if (find_slot(phase, phase_slots[i]) < 0)
             return NULL;
-    if (find_slot(accumulator, &slot_values) < 0 || find_slot(accumulator, &slot_host) < 0
-        || find_slot(run, &slot_global_step) < 0)
+    Slot *accumulator_slots[] = {&slot_values, &slot_host, &slot_partials, &slot_pending};
+    for (size_t i = 0; i < sizeof(accumulator_slots) / sizeof(accumulator_slots[0]); i++)
+        if (find_slot(accumulator, accumulator_slots[i]) < 0)
+            return NULL;
+    if (find_slot(run, &slot_global_step) < 0)
         return NULL;
     Py_XSETREF(run_type, (PyTypeObject *)Py_NewRef(run));
     Py_XSETREF(phase_type, (PyTypeObject *)Py_NewRef(phase));
@@ -521,8 +540,10 @@ typedef struct {
     PyObject_HEAD
     PyObject *phase, *run, *iterator, *clock, *fixed, *bar, *show, *first_rows;
     PyObject *rows;  /* samples of the item handed out last, until its step ends; else NULL */
-    double bar_secs, bar_due, wait;
-    Py_ssize_t done;
+    PyObject *lr_tags;  /* run.lr_tags(): [(optimizer, its lr tags), ...]; None: no lrs */
+    PyObject *log_every;  /* run.log_every */
+    double bar_secs, bar_due, wait, read_secs;
+    Py_ssize_t done, max_unread;
     int is_train, finished;
     int monotonic;  /* the run's clock is time.perf_counter: read CLOCK_MONOTONIC here instead */
 } Watched;
@@ -575,6 +596,146 @@ rows_of(Watched *w, PyObject *item)
     return rows;
 }
 
+/* {tag: lr} of every param group, as run.learning_rates() reads them; NULL without an error
+ * where an lr is not a float or the groups are not as tagged: Phase.close_interval reads those */
+static PyObject *
+read_lrs(Watched *w)
+{
+    PyObject *lrs = PyDict_New();
+    if (lrs == NULL || w->lr_tags == Py_None)
+        return lrs;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(w->lr_tags); i++) {
+        PyObject *pair = PyList_GET_ITEM(w->lr_tags, i);
+        PyObject *tags = PyTuple_GET_ITEM(pair, 1);
+        PyObject *groups = PyObject_GetAttr(PyTuple_GET_ITEM(pair, 0), s_param_groups);
+        int usable = groups != NULL && PyList_CheckExact(groups)
+                     && PyList_GET_SIZE(groups) == PyTuple_GET_SIZE(tags);
+        for (Py_ssize_t j = 0; usable && j < PyList_GET_SIZE(groups); j++) {
+            PyObject *group = PyList_GET_ITEM(groups, j);
+            PyObject *lr = PyDict_CheckExact(group) ? PyDict_GetItemWithError(group, s_lr) : NULL;
+            usable = lr != NULL && PyFloat_CheckExact(lr)
+                     && PyDict_SetItem(lrs, PyTuple_GET_ITEM(tags, j), lr) == 0;
+        }
+        Py_XDECREF(groups);
+        if (!usable) {
+            Py_DECREF(lrs);
+            return NULL;  /* with the error raised, if any */
+        }
+    }
+    return lrs;
+}
+
+/* 1 if acc holds only host sums: no tensor buffered, no partial (else Python copies them) */
+static int
+only_host_sums(PyObject *acc)
+{
+    PyObject *values = *(PyObject **)((char *)acc + slot_values.offset);
+    PyObject *partials = *(PyObject **)((char *)acc + slot_partials.offset);
+    if (values == NULL || !PyDict_CheckExact(values) || partials == NULL
+        || !PyDict_CheckExact(partials) || PyDict_GET_SIZE(partials) != 0)
+        return 0;
+    Py_ssize_t at = 0;
+    PyObject *name, *buffered;
+    while (PyDict_Next(values, &at, &name, &buffered))
+        if (!PyList_CheckExact(buffered) || PyList_GET_SIZE(buffered) != 0)
+            return 0;
+    return 1;
+}
+
+/* Phase.close_interval without Python, for an interval of host sums only: its end, wall time,
+ * counters, lrs and host sums go to phase.closed, which Phase.settle() turns into the closed
+ * interval close_interval would have made, when the intervals are next read. A close in Python
+ * costs ~25 µs run cold after a training step; this, a few. 1 when done, 0 where
+ * close_interval must do it (phase.closed is None: CUDA, a GradScaler, on_nan="raise"; tensors
+ * buffered; an lr that is not a float), -1 on error. */
+static int
+snapshot(Watched *w)
+{
+    PyObject *phase = w->phase;
+    PyObject *closed = *(PyObject **)((char *)phase + slot_closed.offset);  /* borrowed */
+    PyObject *acc = *(PyObject **)((char *)phase + slot_acc.offset);
+    if (closed == NULL || !PyList_CheckExact(closed) || acc == NULL
+        || Py_TYPE(acc) != accumulator_type || !only_host_sums(acc))
+        return 0;
+    PyObject *lrs = read_lrs(w);
+    if (lrs == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    int rc = -1;
+    PyObject *wall = NULL, *host = NULL, *fresh = NULL, *last = NULL, *steps = NULL,
+             *samples = NULL, *start = NULL, *start_host = NULL;
+    double now, unread, length;
+    Py_ssize_t earlier = PyList_GET_SIZE(closed);
+    Py_ssize_t waiting = PyObject_Length(get_slot_borrowed(acc, &slot_pending));
+    if (waiting < 0 || read_clock(w, &now) < 0 || (wall = PyObject_CallNoArgs(time_time)) == NULL)
+        goto done;
+    /* the interval started where the one before it ended: the last closed here, or else the
+     * phase's interval_start */
+    if (earlier > 0) {
+        PyObject *before = PyList_GET_ITEM(closed, earlier - 1);
+        if (!PyTuple_CheckExact(before) || PyTuple_GET_SIZE(before) < 1) {
+            PyErr_SetString(PyExc_TypeError, "torchwatch: phase.closed holds snapshot tuples");
+            goto done;
+        }
+        start_host = Py_NewRef(PyTuple_GET_ITEM(before, 0));
+    }
+    else if ((start = get_slot(phase, &slot_interval_start)) == NULL
+             || (start_host = PyObject_GetAttr(start, s_host)) == NULL)
+        goto done;
+    length = now - PyFloat_AsDouble(start_host);
+    if (PyErr_Occurred())
+        goto done;
+    if ((host = get_slot(acc, &slot_host)) == NULL || (fresh = PyDict_New()) == NULL
+        || (last = get_slot(w->run, &slot_global_step)) == NULL
+        || (steps = get_slot(phase, &slot_steps)) == NULL
+        || (samples = get_slot(phase, &slot_samples)) == NULL)
+        goto done;
+    double wait = PyFloat_AsDouble(get_slot_borrowed(phase, &slot_data_wait_s));
+    if (wait == -1.0 && PyErr_Occurred())
+        goto done;
+    PyObject *entry = Py_BuildValue("(dOOOOdOO)", now, wall, last, steps, samples, wait, lrs,
+                                    host);
+    if (entry == NULL || PyList_Append(closed, entry) < 0) {
+        Py_XDECREF(entry);
+        goto done;
+    }
+    Py_DECREF(entry);
+    set_slot(acc, &slot_host, fresh);
+    PyObject *due = PyNumber_Add(steps, w->log_every);
+    if (due == NULL)
+        goto done;
+    set_slot(phase, &slot_interval_due, due);
+    Py_DECREF(due);
+    /* read the closed intervals when due, as close_interval does (READ_SECS, MAX_UNREAD) */
+    if (waiting == 0 && earlier == 0) {
+        PyObject *since = PyFloat_FromDouble(now);
+        if (since == NULL)
+            goto done;
+        set_slot(phase, &slot_unread_since, since);
+        Py_DECREF(since);
+    }
+    unread = PyFloat_AsDouble(get_slot_borrowed(phase, &slot_unread_since));
+    if (unread == -1.0 && PyErr_Occurred())
+        goto done;
+    if (now - unread + length >= w->read_secs || waiting + earlier + 1 >= w->max_unread) {
+        PyObject *read = PyObject_CallMethodNoArgs(phase, s_read_ready);
+        if (read == NULL)
+            goto done;
+        Py_DECREF(read);
+    }
+    rc = 1;
+done:
+    Py_DECREF(lrs);
+    Py_XDECREF(wall);
+    Py_XDECREF(host);
+    Py_XDECREF(fresh);
+    Py_XDECREF(last);
+    Py_XDECREF(steps);
+    Py_XDECREF(samples);
+    Py_XDECREF(start);
+    Py_XDECREF(start_host);
+    return rc;
+}
+
 /* Phase.end_step(rows, wait) */
 static int
 end_step(Watched *w, PyObject *rows, double wait)
@@ -593,6 +754,9 @@ end_step(Watched *w, PyObject *rows, double wait)
     Py_XDECREF(due);
     if (close <= 0)
         return close;
+    int took = snapshot(w);
+    if (took != 0)
+        return took < 0 ? -1 : 0;
     PyObject *closed = PyObject_CallMethodNoArgs(phase, s_close_interval);
     if (closed == NULL)
         return -1;
@@ -733,6 +897,8 @@ watched_traverse(Watched *w, visitproc visit, void *arg)
     Py_VISIT(w->show);
     Py_VISIT(w->first_rows);
     Py_VISIT(w->rows);
+    Py_VISIT(w->lr_tags);
+    Py_VISIT(w->log_every);
     return 0;
 }
 
@@ -748,6 +914,8 @@ watched_clear(Watched *w)
     Py_CLEAR(w->show);
     Py_CLEAR(w->first_rows);
     Py_CLEAR(w->rows);
+    Py_CLEAR(w->lr_tags);
+    Py_CLEAR(w->log_every);
     return 0;
 }
 
@@ -761,16 +929,38 @@ watched_dealloc(PyObject *self)
     Py_TYPE(self)->tp_free(self);
 }
 
+/* lr_tags as run.lr_tags() gives them: a list of (optimizer, tuple of str) */
+static int
+lr_tags_ok(PyObject *lr_tags)
+{
+    if (!PyList_CheckExact(lr_tags))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lr_tags); i++) {
+        PyObject *pair = PyList_GET_ITEM(lr_tags, i);
+        if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2
+            || !PyTuple_CheckExact(PyTuple_GET_ITEM(pair, 1)))
+            return 0;
+    }
+    return 1;
+}
+
 static PyObject *
 watched_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *phase, *iterable, *fixed, *bar, *show_bar, *first_rows;
-    double bar_secs;
+    PyObject *phase, *iterable, *fixed, *bar, *show_bar, *first_rows, *lr_tags;
+    double bar_secs, read_secs;
+    Py_ssize_t max_unread;
     static char *keywords[] = {"phase", "iterable", "fixed", "bar", "show", "first_rows",
-                               "bar_secs", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOd:Watched", keywords, &phase,
-                                     &iterable, &fixed, &bar, &show_bar, &first_rows, &bar_secs))
+                               "bar_secs", "lr_tags", "read_secs", "max_unread", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOdOdn:Watched", keywords, &phase,
+                                     &iterable, &fixed, &bar, &show_bar, &first_rows, &bar_secs,
+                                     &lr_tags, &read_secs, &max_unread))
         return NULL;
+    if (lr_tags != Py_None && !lr_tags_ok(lr_tags)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Watched needs lr_tags as run.lr_tags() gives them, or None");
+        return NULL;
+    }
     if (phase_type == NULL || Py_TYPE(phase) != phase_type) {
         PyErr_SetString(PyExc_TypeError, "Watched needs a torchwatch Phase (after configure())");
         return NULL;
@@ -784,16 +974,18 @@ watched_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     PyObject *clock = PyObject_GetAttrString(run, "clock");
+    PyObject *log_every = PyObject_GetAttr(run, s_log_every);
     PyObject *is_train = PyObject_GetAttrString(phase, "is_train");
     PyObject *iterator = PyObject_GetIter(iterable);
     int train = is_train == NULL ? -1 : PyObject_IsTrue(is_train);
     Py_XDECREF(is_train);
     Watched *w = NULL;
-    if (clock != NULL && iterator != NULL && train >= 0)
+    if (clock != NULL && log_every != NULL && iterator != NULL && train >= 0)
         w = (Watched *)type->tp_alloc(type, 0);
     if (w == NULL) {
         Py_DECREF(run);
         Py_XDECREF(clock);
+        Py_XDECREF(log_every);
         Py_XDECREF(iterator);
         return NULL;
     }
@@ -805,7 +997,11 @@ watched_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     w->bar = Py_NewRef(bar);
     w->show = Py_NewRef(show_bar);
     w->first_rows = Py_NewRef(first_rows);
+    w->lr_tags = Py_NewRef(lr_tags);
+    w->log_every = log_every;
     w->bar_secs = bar_secs;
+    w->read_secs = read_secs;
+    w->max_unread = max_unread;
     w->bar_due = bar == Py_None ? Py_HUGE_VAL : 0.0;  /* the clock is read anyway: no counter */
     w->is_train = train;
     w->monotonic = clock == perf_counter;
@@ -816,7 +1012,8 @@ static PyTypeObject WatchedType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "torchwatch._speedups.Watched",
     .tp_doc = PyDoc_STR(
-        "Watched(phase, iterable, fixed, bar, show, first_rows, bar_secs)\n--\n\n"
+        "Watched(phase, iterable, fixed, bar, show, first_rows, bar_secs, lr_tags, read_secs,"
+        " max_unread)\n--\n\n"
         "steps._watched, compiled: the iterator tw.steps returns inside a phase."),
     .tp_basicsize = sizeof(Watched),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -945,6 +1142,11 @@ intern_all(void)
     INTERN(s_is_neg, "is_neg");
     INTERN(s_data_ptr, "data_ptr");
     INTERN(s_n, "n");
+    INTERN(s_host, "host");
+    INTERN(s_lr, "lr");
+    INTERN(s_read_ready, "read_ready");
+    INTERN(s_log_every, "log_every");
+    INTERN(s_param_groups, "param_groups");
 #undef INTERN
     one_float = PyFloat_FromDouble(1.0);
     one_long = PyLong_FromLong(1);
@@ -962,8 +1164,9 @@ PyInit__speedups(void)
     if (time_module == NULL)
         return NULL;
     perf_counter = PyObject_GetAttrString(time_module, "perf_counter");
+    time_time = PyObject_GetAttrString(time_module, "time");
     Py_DECREF(time_module);
-    if (perf_counter == NULL)
+    if (perf_counter == NULL || time_time == NULL)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)

@@ -118,7 +118,7 @@ class Interval:
 class Accumulator:
     """One phase's logged metrics: buffered per step, reduced per interval, totalled on the host."""
 
-    __slots__ = ("values", "host", "partials", "pending")  # _speedups.c reads ``values`` by offset
+    __slots__ = ("values", "host", "partials", "pending")  # _speedups.c reads them by offset
 
     def __init__(self) -> None:
         # name -> [(detached one-element tensor, weight), ...]; Phase.log appends to it directly
@@ -167,6 +167,10 @@ class Accumulator:
             self._copy_to_host(interval, extra)
         self.pending.append(interval)
         return interval
+
+    def closed(self, meta: Any, host: Sums) -> None:
+        """An interval the compiled ``tw.steps`` closed: only host sums, already swapped out."""
+        self.pending.append(Interval(meta, host))
 
     def _copy_to_host(self, interval: Interval, extra: Optional[Dict[str, torch.Tensor]]) -> None:
         """The interval's device values, reduced and packed, on their way to the host."""

@@ -36,6 +36,14 @@ class Marker:
             self.event = torch.cuda.Event(enable_timing=True)
             self.event.record()
 
+    @classmethod
+    def at(cls, host: float) -> "Marker":
+        """A host-clock reading taken earlier (the compiled ``tw.steps`` reads the clock)."""
+        marker = cls.__new__(cls)
+        marker.host = host
+        marker.event = None
+        return marker
+
     def seconds_since(self, start: "Marker") -> float:
         """Seconds from ``start`` to here: device time when both have completed CUDA events."""
         if self.event is not None and start.event is not None:

@@ -15,7 +15,7 @@ import socket
 import sys
 import tempfile
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -355,20 +355,29 @@ class Run:
     def display_epoch(self, epoch: Optional[int]) -> Optional[int]:
         return None if epoch is None else epoch + (self._epoch_offset or 0)
 
-    def learning_rates(self) -> Dict[str, float]:
-        """``lr``, ``lr_<i>`` per param group, ``lr_<name>[_<i>]`` per optimizer of a dict."""
-        rates: Dict[str, float] = {}
+    def lr_tags(self) -> List[Tuple[Any, Tuple[str, ...]]]:
+        """Each optimizer and the tags of its param groups' lrs: ``lr``, ``lr_<i>`` per param
+        group, ``lr_<name>[_<i>]`` per optimizer of a dict."""
+        found = []
         for name, optimizer in self.optimizers.items():
-            groups = optimizer.param_groups
             base = f"lr_{name}" if name else "lr"
-            for i, group in enumerate(groups):
+            count = len(optimizer.param_groups)
+            found.append((optimizer, (base,) if count == 1
+                          else tuple(f"{base}_{i}" for i in range(count))))
+        return found
+
+    def learning_rates(self) -> Dict[str, float]:
+        """The current learning rates under their tags (see ``lr_tags``)."""
+        rates: Dict[str, float] = {}
+        for optimizer, tags in self.lr_tags():
+            for tag, group in zip(tags, optimizer.param_groups):
                 lr = group.get("lr")
                 if isinstance(lr, torch.Tensor):
                     if lr.device.type != "cpu":
                         continue  # reading it would sync
                     lr = lr.detach().numpy().item()
                 if isinstance(lr, (int, float)):
-                    rates[base if len(groups) == 1 else f"{base}_{i}"] = float(lr)
+                    rates[tag] = float(lr)
         return rates
 
     def loss_scale(self) -> Optional[torch.Tensor]:

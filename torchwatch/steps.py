@@ -4,7 +4,8 @@ Per item the host reads the clock twice (around ``next()``: the data wait), coun
 of the batch from tensor metadata and bumps a few counters. A bar, when shown, is updated only
 when the clock already read says ``BAR_SECS`` have passed: no per-step tqdm call. Everything else
 (reductions, copies to the host, TensorBoard) happens once per ``log_every`` steps, in
-``Phase.close_interval``.
+``Phase.close_interval``; the compiled iterator closes an interval of host sums itself, and
+``Phase.settle`` takes it in when the intervals are next read.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Iterable, Iterator, Optional
 import torch
 
 from .compiled import speedups
-from .phase import ACTIVE, Phase
+from .phase import ACTIVE, MAX_UNREAD, READ_SECS, Phase
 
 __all__ = ["first_tensor_rows", "steps"]
 
@@ -78,8 +79,13 @@ class Steps:
             return _watched(phase, self)
         bar = _bar(phase, self)
         phase.wait_known = True
+        run = phase.run
+        if (phase.closed is None and not phase.cuda and run.scaler is None
+                and run.on_nan != "raise"):
+            phase.closed = []  # it closes intervals itself (see Phase.settle)
+        lrs = run.lr_tags() if run.tensorboard is not None else None
         return speedups.Watched(phase, self.iterable, self.batch_size, bar, _show,
-                                first_tensor_rows, BAR_SECS)
+                                first_tensor_rows, BAR_SECS, lrs, READ_SECS, MAX_UNREAD)
 
 
 def steps(iterable: Iterable, *, total: Optional[int] = None, desc: Optional[str] = None,
@@ -135,7 +141,7 @@ def _bar(phase: Phase, spec: Steps) -> Any:
 
 def _show(bar: Any, phase: Phase, done: int) -> None:
     """Bring the bar to ``done`` steps, with the phase's latest interval means as its postfix."""
-    if phase.acc.pending:
+    if phase.acc.pending or phase.closed:
         phase.read_ready()
     if phase.postfix:
         bar.set_postfix({k: f"{v:.4g}" for k, v in phase.postfix.items()}, refresh=False)
