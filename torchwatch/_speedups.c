@@ -60,19 +60,6 @@ find_slot(PyTypeObject *type, Slot *slot)
     return ok ? 0 : -1;
 }
 
-/* obj.<slot> as a new reference; AttributeError when unset */
-static PyObject *
-get_slot(PyObject *obj, const Slot *slot)
-{
-    PyObject *value = *(PyObject **)((char *)obj + slot->offset);
-    if (value == NULL) {
-        PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
-                     Py_TYPE(obj)->tp_name, slot->name);
-        return NULL;
-    }
-    return Py_NewRef(value);
-}
-
 /* obj.<slot>, borrowed; NULL (and an AttributeError) when unset */
 static PyObject *
 get_slot_borrowed(PyObject *obj, const Slot *slot)
@@ -82,6 +69,14 @@ get_slot_borrowed(PyObject *obj, const Slot *slot)
         PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
                      Py_TYPE(obj)->tp_name, slot->name);
     return value;
+}
+
+/* obj.<slot> as a new reference; AttributeError when unset */
+static PyObject *
+get_slot(PyObject *obj, const Slot *slot)
+{
+    PyObject *value = get_slot_borrowed(obj, slot);
+    return value == NULL ? NULL : Py_NewRef(value);
 }
 
 /* obj.<slot> = value */
