@@ -138,13 +138,16 @@ def area(function: str) -> str:
     return "other"
 
 
-def where(variant: str, files: Dict[tuple, str], epochs: int, extra: int, top: int) -> None:
-    """Print what a variant adds to a step over bare, by area and by function."""
-    def step(v: str) -> Dict[str, float]:
-        first, last = per_function(files[(v, 1)]), per_function(files[(v, 1 + epochs)])
-        return {f: (last.get(f, 0) - first.get(f, 0)) / extra for f in set(first) | set(last)}
+def per_step(variant: str, files: Dict[tuple, str], epochs: int, extra: int) -> Dict[str, float]:
+    """Instructions per function in one step of ``variant``: its 1 + ``epochs`` run less its
+    1-epoch run, over the ``extra`` steps between them."""
+    first, last = per_function(files[(variant, 1)]), per_function(files[(variant, 1 + epochs)])
+    return {f: (last.get(f, 0) - first.get(f, 0)) / extra for f in set(first) | set(last)}
 
-    ours, bare = step(variant), step("bare")
+
+def where(variant: str, ours: Dict[str, float], bare: Dict[str, float], top: int) -> None:
+    """Print what a variant adds to a step over bare (``per_step`` of each), by area and by
+    function."""
     over = {f: ours.get(f, 0.0) - bare.get(f, 0.0) for f in set(ours) | set(bare)}
     areas: Dict[str, float] = collections.Counter()
     for function, n in over.items():
@@ -205,8 +208,9 @@ def main() -> int:
         print(f"| {v} | {VARIANTS[v]} | {ir:,.0f} | {ir - bare_ir:+,.0f} | {i1:,.0f} | "
               f"{i1 - bare_i1:+,.0f} |")
     if kept:
+        bare = per_step("bare", files, opts.epochs, extra)  # read once, for every variant
         for v in variants[1:]:
-            where(v, files, opts.epochs, extra, opts.functions)
+            where(v, per_step(v, files, opts.epochs, extra), bare, opts.functions)
         shutil.rmtree(kept)
     return 0
 

@@ -202,7 +202,8 @@ def test_instruction_counter_splits_a_step_by_function_and_area(tmp_path, capsys
              ("full", 3): cachegrind_file("f3", (240, 50, 550))}
     assert module["per_function"](files[("full", 3)]) == {
         "hot_log (_speedups.c)": 290, "THPVariable_get_ndim(THPVariable*, void*) (???)": 550}
-    module["where"]("full", files, 2, 10, 5)  # 2 extra epochs of 5 steps
+    steps = {v: module["per_step"](v, files, 2, 10) for v in ("full", "bare")}  # 2 x 5 steps
+    module["where"]("full", steps["full"], steps["bare"], 5)
     out = capsys.readouterr().out
     assert "(total +44)" in out  # ((290 - 50) + (550 - 150) - (300 - 100)) / 10
     assert "| torchwatch, compiled | +24 |" in out

@@ -60,11 +60,18 @@ find_slot(PyTypeObject *type, Slot *slot)
     return ok ? 0 : -1;
 }
 
+/* obj.<slot>, borrowed; NULL when unset, without an error */
+static inline PyObject *
+slot_value(PyObject *obj, const Slot *slot)
+{
+    return *(PyObject **)((char *)obj + slot->offset);
+}
+
 /* obj.<slot>, borrowed; NULL (and an AttributeError) when unset */
 static PyObject *
 get_slot_borrowed(PyObject *obj, const Slot *slot)
 {
-    PyObject *value = *(PyObject **)((char *)obj + slot->offset);
+    PyObject *value = slot_value(obj, slot);
     if (value == NULL)
         PyErr_Format(PyExc_AttributeError, "'%s' object has no attribute '%s'",
                      Py_TYPE(obj)->tp_name, slot->name);
@@ -120,7 +127,7 @@ add_in_place(PyObject *number, double amount)
 static int
 add_float_to_slot(PyObject *obj, const Slot *slot, double amount)
 {
-    PyObject *old = *(PyObject **)((char *)obj + slot->offset);  /* borrowed */
+    PyObject *old = slot_value(obj, slot);
     if (old != NULL && add_in_place(old, amount))
         return 0;
     PyObject *add = PyFloat_FromDouble(amount);
@@ -624,8 +631,7 @@ read_lrs(Watched *w)
 static int
 only_host_sums(PyObject *acc)
 {
-    PyObject *values = *(PyObject **)((char *)acc + slot_values.offset);
-    PyObject *partials = *(PyObject **)((char *)acc + slot_partials.offset);
+    PyObject *values = slot_value(acc, &slot_values), *partials = slot_value(acc, &slot_partials);
     if (values == NULL || !PyDict_CheckExact(values) || partials == NULL
         || !PyDict_CheckExact(partials) || PyDict_GET_SIZE(partials) != 0)
         return 0;
@@ -647,8 +653,7 @@ static int
 snapshot(Watched *w)
 {
     PyObject *phase = w->phase;
-    PyObject *closed = *(PyObject **)((char *)phase + slot_closed.offset);  /* borrowed */
-    PyObject *acc = *(PyObject **)((char *)phase + slot_acc.offset);
+    PyObject *closed = slot_value(phase, &slot_closed), *acc = slot_value(phase, &slot_acc);
     if (closed == NULL || !PyList_CheckExact(closed) || acc == NULL
         || Py_TYPE(acc) != accumulator_type || !only_host_sums(acc))
         return 0;
