@@ -210,3 +210,24 @@ def test_instruction_counter_splits_a_step_by_function_and_area(tmp_path, capsys
     assert "| torch's Python bindings (getters, warning handler, torch-function checks) | +20 |" \
         in out
     assert "| `hot_log (_speedups.c)` | +24 |" in out
+
+
+def test_full_against_the_seed_is_paired_by_round():
+    """The gap between torchwatch full and the seed's way is the median of their differences in
+    each round (the noise of a round hits both), not the difference of their two medians."""
+    def row(cls, per_round_us):
+        r = bench.Row(cls)
+        r.overheads = [v * 1e-6 for v in per_round_us]
+        r.overhead, *r.overhead_ci = bench.median_ci(r.overheads)
+        r.syncs_per_epoch = 0
+        return r
+
+    # medians 0 and 5 (-5 apart); round by round the two differ by 0, -5 and +5: median 0
+    full, seed = row(bench.TorchwatchFull, [0, 0, 10]), row(bench.Seed, [0, 5, 5])
+    lines = bench.targets([full, seed], steps=500, micro_rows=[], start={}, cuda=False)
+    gap = next(line for line in lines if "vs the seed's way" in line)
+    assert gap.startswith("- met: ") and "+0.0 µs/step (median of the per-round differences" in gap
+    full.overheads = [v + 6e-6 for v in full.overheads]  # 6 µs more in every round: a miss
+    lines = bench.targets([full, seed], steps=500, micro_rows=[], start={}, cuda=False)
+    gap = next(line for line in lines if "vs the seed's way" in line)
+    assert gap.startswith("- **missed**: ") and "+6.0 µs/step" in gap
