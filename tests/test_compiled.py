@@ -92,8 +92,9 @@ def test_the_compiled_hot_path_was_built_and_is_what_runs():
     with tw.Run(None, console=False, tensorboard=False, progress=False).phase("val"):
         assert isinstance(iter(tw.steps([1, 2])), speedups.Watched)
     # the tensor attributes it reads go straight to torch's getters with this torch
-    assert sorted(speedups.direct()) == ["data_ptr", "dtype", "is_cpu", "is_neg", "ndim",
-                                        "requires_grad", "shape"]
+    assert sorted(speedups.direct()) == ["_version", "data_ptr", "dtype", "is_cpu",
+                                        "is_inference", "is_neg", "ndim", "requires_grad",
+                                        "shape"]
 
 
 def test_compiled_and_pure_python_write_the_same_values(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import re
+import warnings
 
 import pytest
 import torch
@@ -133,3 +134,66 @@ def test_log_weights_by_n_and_positional_value_is_loss():
         tw.log(torch.tensor(4.0), n=3)
         tw.log({"acc": 0.5}, n=2)
     assert p.metrics == pytest.approx({"loss": (1 + 12) / 4, "acc": 0.5})
+
+
+
+def _eight_steps(tmp_path, step):
+    """Eight steps with log_every=4, ``step(i)`` logging and changing tensors in place; the
+    metric 'm' as the run's history and step curve saw it, and the warnings raised."""
+    from tests.conftest import read_scalars
+
+    run = tw.init(str(tmp_path), console=False, progress=False, log_every=4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with run.phase("train"):
+            for i in tw.steps(range(8)):
+                step(i)
+    run.close()
+    curve = [v for _, v in read_scalars(tmp_path / "train")["step/m"]]
+    return run.history[-1].metrics["m"], curve, [str(w.message) for w in seen]
+
+
+def test_a_parameter_stepped_in_place_after_logging_keeps_its_logged_values(tmp_path):
+    """tw.log(m=model.logit_scale) each step, then the optimizer changes it in place: each step
+    keeps the value it had when logged (a copy is kept), not the value at the interval's end."""
+    scale = torch.nn.Parameter(torch.tensor(0.0))
+
+    def step(i):
+        tw.log(m=scale)
+        with torch.no_grad():
+            scale.add_(1.0)  # the optimizer's step
+
+    mean, curve, seen = _eight_steps(tmp_path, step)
+    assert curve == pytest.approx([1.5, 5.5]) and mean == pytest.approx(3.5)  # 0..3, 4..7
+    assert not [m for m in seen if "changed in place" in m]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_buffer_changed_in_place_and_logged_each_step_keeps_each_value(tmp_path, dtype):
+    """A running buffer (an EMA, a counter) updated in place and then logged, every step: each
+    step keeps its own value. bfloat16 takes the buffered path even where float32 is read on the
+    host at once."""
+    buffer = torch.zeros((), dtype=dtype)
+
+    def step(i):
+        buffer.add_(1.0)
+        tw.log(m=buffer)
+
+    mean, curve, seen = _eight_steps(tmp_path, step)
+    assert curve == pytest.approx([2.5, 6.5]) and mean == pytest.approx(4.5)  # 1..4, 5..8
+    assert not [m for m in seen if "changed in place" in m]
+
+
+def test_a_tensor_changed_in_place_after_logging_is_named_with_the_fix(tmp_path):
+    """A fresh tensor logged, then changed in place before its interval is read: torchwatch
+    cannot know its logged value any more, and says so once, naming the metric and the fix."""
+    def step(i):
+        t = torch.full((), float(i), dtype=torch.bfloat16)  # kept as it is: no copy per step
+        tw.log(m=t)
+        t.add_(100.0)
+
+    mean, curve, seen = _eight_steps(tmp_path, step)
+    changed = [m for m in seen if "changed in place" in m]
+    assert len(changed) == 1, seen
+    assert "metric 'm'" in changed[0] and "tw.log(m=t.detach().clone())" in changed[0]
+    assert "phase 'train'" in changed[0] or "train" in changed[0]

@@ -139,7 +139,8 @@ add_float_to_slot(PyObject *obj, const Slot *slot, double amount)
 }
 
 /* attribute and keyword names, interned once */
-static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_log_one,
+static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_log_one, *s_version,
+    *s_is_inference,
     *s_close_interval, *s_loss, *s_close, *s_is_cpu, *s_is_neg, *s_data_ptr, *s_n, *s_host,
     *s_lr, *s_read_ready, *s_log_every, *s_param_groups;
 static PyObject *one_float, *one_long, *zero_long;
@@ -167,12 +168,14 @@ typedef struct {
 } TensorAttr;
 
 static TensorAttr attr_ndim = {&s_ndim}, attr_dtype = {&s_dtype}, attr_is_cpu = {&s_is_cpu},
-                  attr_shape = {&s_shape}, attr_requires_grad = {&s_requires_grad};
+                  attr_shape = {&s_shape}, attr_requires_grad = {&s_requires_grad},
+                  attr_version = {&s_version};
 static TensorAttr *const tensor_attrs[] = {&attr_ndim, &attr_dtype, &attr_is_cpu, &attr_shape,
-                                           &attr_requires_grad};
+                                           &attr_requires_grad, &attr_version};
 #define N_TENSOR_ATTRS (sizeof(tensor_attrs) / sizeof(tensor_attrs[0]))
 
-/* Methods of a torch.Tensor called without arguments: is_neg and data_ptr are C functions of its
+/* Methods of a torch.Tensor called without arguments: is_neg, is_inference and data_ptr are C
+ * functions of its
  * base, called here as the method lookup would end in (an instance's __dict__ aside, which no
  * tensor puts them in) without the lookup (~150 instructions a call). configure() finds them;
  * one that is not a C method there keeps the generic call. */
@@ -181,8 +184,10 @@ typedef struct {
     PyCFunction call;  /* a METH_NOARGS function, called as call(tensor, NULL) */
 } TensorMethod;
 
-static TensorMethod method_is_neg = {&s_is_neg}, method_data_ptr = {&s_data_ptr};
-static TensorMethod *const tensor_methods[] = {&method_is_neg, &method_data_ptr};
+static TensorMethod method_is_neg = {&s_is_neg}, method_data_ptr = {&s_data_ptr},
+                    method_is_inference = {&s_is_inference};
+static TensorMethod *const tensor_methods[] = {&method_is_neg, &method_data_ptr,
+                                               &method_is_inference};
 #define N_TENSOR_METHODS (sizeof(tensor_methods) / sizeof(tensor_methods[0]))
 
 static void
@@ -308,6 +313,29 @@ read_on_host(PyObject *item, int kind, double *out)
     return 1;
 }
 
+/* 1 when the tensor was changed in place before it was logged (its version counter moved): a
+ * parameter or a buffer, which may change again before its interval is read, so _log_one keeps a
+ * copy of it (values.held); 0 when not, or for an inference tensor (it keeps no counter); -1 on
+ * error */
+static int
+changed_before(PyObject *item)
+{
+    PyObject *flag = tensor_method(item, &method_is_inference);
+    if (flag == NULL)
+        return -1;
+    int inference = flag != Py_False;
+    Py_DECREF(flag);
+    if (inference)
+        return 0;
+    PyObject *version = tensor_attr(item, &attr_version);
+    if (version == NULL)
+        return -1;
+    int moved = version != zero_long
+                && !(PyLong_CheckExact(version) && PyLong_AsLong(version) == 0);
+    Py_DECREF(version);
+    return PyErr_Occurred() ? -1 : moved;
+}
+
 /* sums[i] += amount, for a list of Python floats */
 static int
 add_to_item(PyObject *sums, Py_ssize_t i, double amount)
@@ -361,8 +389,9 @@ done:
 }
 
 /* Phase.log's loop body for one (name, item). A float32/float64 scalar on the CPU is added to the
- * host sums at once; another hot scalar is appended to its list (detached); anything else, or
- * the first value of a metric on another device, goes to _log_one. */
+ * host sums at once; another hot scalar is appended to its list (detached); anything else, the
+ * first value of a metric on another device, or a tensor changed in place before (copied
+ * there), goes to _log_one. */
 static int
 record(PyObject *phase, PyObject *acc, PyObject *values, PyObject *name, PyObject *item,
        PyObject *weight)
@@ -386,7 +415,9 @@ record(PyObject *phase, PyObject *acc, PyObject *values, PyObject *name, PyObjec
         PyObject *pairs = PyDict_GetItemWithError(values, name);
         if (pairs == NULL && PyErr_Occurred())
             return -1;
-        if (pairs != NULL && PyList_CheckExact(pairs) && PyList_GET_SIZE(pairs) < fold_limit) {
+        int changed = 0;
+        if (pairs != NULL && PyList_CheckExact(pairs) && PyList_GET_SIZE(pairs) < fold_limit
+            && (changed = changed_before(item)) == 0) {
             Py_INCREF(pairs);
             PyObject *grad = tensor_attr(item, &attr_requires_grad);
             PyObject *value = NULL;
@@ -411,6 +442,8 @@ record(PyObject *phase, PyObject *acc, PyObject *values, PyObject *name, PyObjec
             Py_DECREF(pairs);
             return rc;
         }
+        if (changed < 0)
+            return -1;
     }
     PyObject *args[5] = {phase, name, item, weight, Py_None};
     PyObject *done = PyObject_VectorcallMethod(s_log_one, args, 5, NULL);
@@ -1132,6 +1165,8 @@ intern_all(void)
     INTERN(s_ndim, "ndim");
     INTERN(s_dtype, "dtype");
     INTERN(s_requires_grad, "requires_grad");
+    INTERN(s_version, "_version");
+    INTERN(s_is_inference, "is_inference");
     INTERN(s_detach, "detach");
     INTERN(s_shape, "shape");
     INTERN(s_log_one, "_log_one");

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 import torch
 
@@ -66,6 +66,16 @@ def _reduce(pairs: List[Tuple[torch.Tensor, Any]]) -> Partial:
         ]
     )
     return (stacked.to(dtype) * w).sum(), 1.0, w.sum()
+
+
+def _changed(pairs: List[Tuple[torch.Tensor, Any]]) -> bool:
+    """Whether a buffered value was changed in place after it was logged: each was kept at
+    version 0 (``values.held`` copies one that was not), so a version counter that moved since
+    means the interval reads the value after the change."""
+    try:
+        return any(value._version for value, _ in pairs)
+    except RuntimeError:  # an inference tensor among them: it keeps no counter
+        return any(not value.is_inference() and value._version for value, _ in pairs)
 
 
 def _combine(parts: List[Partial]) -> Partial:
@@ -118,7 +128,8 @@ class Interval:
 class Accumulator:
     """One phase's logged metrics: buffered per step, reduced per interval, totalled on the host."""
 
-    __slots__ = ("values", "host", "partials", "pending")  # _speedups.c reads them by offset
+    # _speedups.c reads values, host, partials and pending by offset
+    __slots__ = ("values", "host", "partials", "pending", "changed")
 
     def __init__(self) -> None:
         # name -> [(detached one-element tensor, weight), ...]; Phase.log appends to it directly
@@ -126,6 +137,7 @@ class Accumulator:
         self.host: Sums = {}
         self.partials: Dict[str, List[Partial]] = {}
         self.pending: Deque[Interval] = deque()
+        self.changed: Set[str] = set()  # metrics whose values changed in place after logging
 
     def add(self, name: str, value: Any, weight: Any) -> None:
         """Record one value (a float or a detached one-element tensor) with its weight (a
@@ -153,6 +165,8 @@ class Accumulator:
         for name, pairs in self.values.items():
             if not pairs:
                 continue
+            if _changed(pairs):
+                self.changed.add(name)
             parts = self.partials.setdefault(name, [])
             parts.append(_reduce(pairs))
             if len(parts) > MAX_PARTIALS:
@@ -223,3 +237,4 @@ class Accumulator:
         self.host = {}
         self.partials = {}
         self.pending.clear()
+        self.changed.clear()

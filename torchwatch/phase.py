@@ -18,7 +18,7 @@ from .accumulate import FOLD_AT, Accumulator, Interval
 from .clocks import Marker, cuda_in_use
 from .distributed import is_distributed, reduce_phase
 from .dynamo import prepare_if_loaded
-from .values import NonFiniteError, describe, flatten, scalar
+from .values import NonFiniteError, describe, flatten, held, scalar
 
 if TYPE_CHECKING:  # pragma: no cover
     from .run import Run
@@ -188,7 +188,8 @@ class Phase:
     def log(self, value: Any, n: Any, metrics: Dict[str, Any], names: Optional[Sequence[str]] = None,
             source: Optional[str] = None) -> None:
         """Record logged values. The hot path, a 0-dim tensor under a name already logged in this
-        phase, is one ``detach`` and one append; everything else goes through ``_log_one``.
+        phase, is ``values.held`` (a ``detach``) and one append; everything else goes through
+        ``_log_one``.
         The compiled ``tw.log`` (``_speedups.c``) takes that hot path itself, without ``n=``."""
         if not self.on:
             return
@@ -209,7 +210,7 @@ class Phase:
             if type(item) is Tensor and not item.dim() and not item.dtype.is_complex:
                 pairs = buffered.get(name)
                 if pairs is not None and len(pairs) < FOLD_AT - 1:
-                    pairs.append((item.detach() if item.requires_grad else item, weight))
+                    pairs.append((held(item), weight))
                     continue
             self._log_one(name, item, weight, source)
 
@@ -225,8 +226,7 @@ class Phase:
         add = self.acc.add
         if type(item) is Tensor:
             if item.numel() == 1 and not item.dtype.is_complex:
-                if item.requires_grad:
-                    item = item.detach()
+                item = held(item)
                 add(name, item.reshape(()) if item.dim() else item, weight)
                 return
         elif item is None:
@@ -308,10 +308,23 @@ class Phase:
         if not pending:
             self.unread_since = end.host
         self.acc.close(info, extra)
+        if self.acc.changed:
+            self._changed_after_logging()
         self.interval_due = self.steps + run.log_every
         if not closing and (end.host - self.unread_since + length >= READ_SECS
                             or len(pending) >= MAX_UNREAD or run.on_nan == "raise"):
             self.read_ready()
+
+    def _changed_after_logging(self) -> None:
+        for name in sorted(self.acc.changed):
+            self.run.once(
+                ("changed", name),
+                f"torchwatch: metric '{name}' logged in {self.source} was changed in place after "
+                "tw.log and before its interval was read, so some of its step values are the "
+                f"value after the change; log a copy (tw.log({name}=t.detach().clone())) or a "
+                "new tensor each step",
+            )
+        self.acc.changed.clear()
 
     def _next_interval(self, end: Marker, last_step: int, steps: int, samples: int, wait: float,
                        lrs: Dict[str, float], wall_time: float) -> Optional[IntervalInfo]:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["NonFiniteError", "TorchwatchWarning", "describe", "flatten", "warn"]
+__all__ = ["NonFiniteError", "TorchwatchWarning", "describe", "flatten", "held", "warn"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,6 +46,18 @@ def describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
+def held(value: torch.Tensor) -> torch.Tensor:
+    """A one-element tensor as it is kept until its interval is read: detached (no graph stays
+    alive), and copied where it may change in place before then: a ``Parameter`` (the optimizer
+    steps it), or a tensor changed in place before it was logged (its version counter moved: a
+    buffer, a running total). A fresh result of an op is kept as it is: no kernel, no copy."""
+    copy = ((type(value) is not torch.Tensor and isinstance(value, torch.nn.Parameter))
+            or (not value.is_inference() and value._version != 0))  # inference: no counter
+    if value.requires_grad:
+        value = value.detach()
+    return value.clone() if copy else value
+
+
 def scalar(value: Any) -> Tuple[Optional[Scalar], Optional[str]]:
     """``(scalar, None)`` for an accepted value, ``(None, fix)`` for one that must be skipped."""
     if type(value) is torch.Tensor or isinstance(value, torch.Tensor):
@@ -53,8 +65,7 @@ def scalar(value: Any) -> Tuple[Optional[Scalar], Optional[str]]:
             return None, "reduce it to one number first, e.g. `.mean()` or `.sum()`"
         if value.dtype.is_complex:
             return None, "log `.real` or `.abs()` of it instead"
-        if value.requires_grad:
-            value = value.detach()  # the graph behind it must not stay alive
+        value = held(value)
         if value.dim():
             value = value.reshape(())
         return value, None
