@@ -231,3 +231,23 @@ def test_full_against_the_seed_is_paired_by_round():
     lines = bench.targets([full, seed], steps=500, micro_rows=[], start={}, cuda=False)
     gap = next(line for line in lines if "vs the seed's way" in line)
     assert gap.startswith("- **missed**: ") and "+6.0 µs/step" in gap
+
+
+def test_targets_benchmark_times_the_contenders_the_targets_compare():
+    """benchmarks/targets.py: the tiny workload only, the bare loop, full, outputs off and the
+    seed's way, and the targets with the paired full-vs-seed gap."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "targets.py"
+    done = subprocess.run([sys.executable, str(script), "--rounds", "2", "--steps", "10",
+                           "--warmup", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "`python benchmarks/targets.py --rounds 2 --steps 10 --warmup 1`" in done.stdout
+    rows = table_rows(done.stdout, "**tiny: MLP 8→8→8→2, batch 64, 10 steps per epoch**")
+    assert set(rows) == {bench.Bare.label, bench.TorchwatchFull.label,
+                         bench.TorchwatchQuiet.label, bench.Seed.label}
+    assert "**small" not in done.stdout and "**Hot path**" not in done.stdout
+    assert "torchwatch full vs the seed's way" in done.stdout
+    assert "median of the per-round differences" in done.stdout
