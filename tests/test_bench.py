@@ -246,8 +246,9 @@ def test_targets_benchmark_times_the_contenders_the_targets_compare():
     assert done.returncode == 0, done.stderr
     assert "`python benchmarks/targets.py --rounds 2 --steps 10 --warmup 1`" in done.stdout
     rows = table_rows(done.stdout, "**tiny: MLP 8→8→8→2, batch 64, 10 steps per epoch**")
-    assert set(rows) == {bench.Bare.label, bench.TorchwatchFull.label,
+    assert set(rows) == {bench.Bare.label, bench.BareTwin.label, bench.TorchwatchFull.label,
                          bench.TorchwatchQuiet.label, bench.Seed.label}
+    assert "the bare loop timed again as a contender reads" in done.stdout
     assert "**small" not in done.stdout and "**Hot path**" not in done.stdout
     assert "torchwatch full vs the seed's way" in done.stdout
     assert "median of the per-round differences" in done.stdout
