@@ -246,6 +246,29 @@ tensor_method(PyObject *tensor, const TensorMethod *method)
                                 : PyObject_CallMethodNoArgs(tensor, *method->name);
 }
 
+/* tensor.<method>() for a method returning a bool: 1 or 0, -1 on error */
+static int
+tensor_flag(PyObject *tensor, const TensorMethod *method)
+{
+    PyObject *flag = tensor_method(tensor, method);
+    if (flag == NULL)
+        return -1;
+    int set = flag != Py_False;
+    Py_DECREF(flag);
+    return set;
+}
+
+/* whether a new reference from a getter is the int 0; releases it (-1 on error) */
+static int
+is_zero(PyObject *number)
+{
+    if (number == NULL)
+        return -1;
+    int zero = number == zero_long || (PyLong_CheckExact(number) && PyLong_AsLong(number) == 0);
+    Py_DECREF(number);
+    return PyErr_Occurred() ? -1 : zero;
+}
+
 /* HOT for a 0-dim tensor of exactly type torch.Tensor with a real dtype (HOT_FLOAT32 /
  * HOT_FLOAT64 for those two), NOT_HOT otherwise, -1 on error */
 static int
@@ -253,13 +276,9 @@ hot_kind(PyObject *item)
 {
     if ((PyObject *)Py_TYPE(item) != tensor_type)
         return NOT_HOT;
-    PyObject *ndim = tensor_attr(item, &attr_ndim);
-    if (ndim == NULL)
-        return -1;
-    int zero = ndim == zero_long || (PyLong_CheckExact(ndim) && PyLong_AsLong(ndim) == 0);
-    Py_DECREF(ndim);
-    if (!zero)
-        return NOT_HOT;
+    int zero = is_zero(tensor_attr(item, &attr_ndim));
+    if (zero <= 0)
+        return zero < 0 ? -1 : NOT_HOT;
     PyObject *dtype = tensor_attr(item, &attr_dtype);
     if (dtype == NULL)
         return -1;
@@ -285,13 +304,9 @@ read_on_host(PyObject *item, int kind, double *out)
     Py_DECREF(flag);
     if (!cpu)
         return 0;
-    flag = tensor_method(item, &method_is_neg);  /* its memory holds minus its value */
-    if (flag == NULL)
-        return -1;
-    int neg = flag != Py_False;
-    Py_DECREF(flag);
-    if (neg)
-        return 0;
+    int neg = tensor_flag(item, &method_is_neg);  /* its memory holds minus its value */
+    if (neg != 0)
+        return neg < 0 ? -1 : 0;
     PyObject *address = tensor_method(item, &method_data_ptr);
     if (address == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_RuntimeError))
@@ -320,20 +335,11 @@ read_on_host(PyObject *item, int kind, double *out)
 static int
 changed_before(PyObject *item)
 {
-    PyObject *flag = tensor_method(item, &method_is_inference);
-    if (flag == NULL)
-        return -1;
-    int inference = flag != Py_False;
-    Py_DECREF(flag);
-    if (inference)
-        return 0;
-    PyObject *version = tensor_attr(item, &attr_version);
-    if (version == NULL)
-        return -1;
-    int moved = version != zero_long
-                && !(PyLong_CheckExact(version) && PyLong_AsLong(version) == 0);
-    Py_DECREF(version);
-    return PyErr_Occurred() ? -1 : moved;
+    int inference = tensor_flag(item, &method_is_inference);
+    if (inference != 0)
+        return inference < 0 ? -1 : 0;
+    int zero = is_zero(tensor_attr(item, &attr_version));
+    return zero < 0 ? -1 : !zero;
 }
 
 /* sums[i] += amount, for a list of Python floats */
