@@ -9,8 +9,9 @@ the contenders the targets compare (the bare loop, torchwatch full, torchwatch w
 off, the seed's way), the bare loop again as a contender (what the method reads for zero: its own
 error here), and ten times the rounds. The 95% interval of a median narrows with the square
 root of the rounds: about ±6–10 µs/step at 30 rounds on a shared 2-CPU machine, ±1.5–3 at 300,
-narrower than the 5 µs/step the targets are about (the twin's error, up to ~3, does not narrow). The peers, which cost 100–1,000 µs/step
-and need no such precision, are in ``overhead.py``.
+narrower than the 5 µs/step the targets are about (the twin's error, up to ~3, does not
+narrow). The peers, which cost 100–1,000 µs/step and need no such precision, are in
+``overhead.py``.
 """
 
 import sys
