@@ -139,10 +139,9 @@ add_float_to_slot(PyObject *obj, const Slot *slot, double amount)
 }
 
 /* attribute and keyword names, interned once */
-static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_log_one, *s_version,
-    *s_is_inference,
-    *s_close_interval, *s_loss, *s_close, *s_is_cpu, *s_is_neg, *s_data_ptr, *s_n, *s_host,
-    *s_lr, *s_read_ready, *s_log_every, *s_param_groups;
+static PyObject *s_ndim, *s_dtype, *s_requires_grad, *s_detach, *s_shape, *s_log_one,
+    *s_version, *s_is_inference, *s_close_interval, *s_loss, *s_close, *s_is_cpu, *s_is_neg,
+    *s_data_ptr, *s_n, *s_host, *s_lr, *s_read_ready, *s_log_every, *s_param_groups;
 static PyObject *one_float, *one_long, *zero_long;
 
 /* ---- tw.log --------------------------------------------------------------------------------- */
@@ -175,9 +174,8 @@ static TensorAttr *const tensor_attrs[] = {&attr_ndim, &attr_dtype, &attr_is_cpu
 #define N_TENSOR_ATTRS (sizeof(tensor_attrs) / sizeof(tensor_attrs[0]))
 
 /* Methods of a torch.Tensor called without arguments: is_neg, is_inference and data_ptr are C
- * functions of its
- * base, called here as the method lookup would end in (an instance's __dict__ aside, which no
- * tensor puts them in) without the lookup (~150 instructions a call). configure() finds them;
+ * functions of its base, called here as the method lookup would end in (an instance's __dict__
+ * aside, which no tensor puts them in) without the lookup (~150 instructions a call). configure() finds them;
  * one that is not a C method there keeps the generic call. */
 typedef struct {
     PyObject **name;
