@@ -7,9 +7,11 @@
 On a shared machine the µs/step of ``overhead.py`` swing by ±10 µs between runs; instruction
 counts do not. valgrind's cachegrind counts every instruction the process executes and simulates
 its caches. Each variant runs the tiny training loop of ``overhead.py`` (MLP 8→8→8→2, batch 64,
-one thread) in fresh interpreters (hash seed fixed) for 1 and for 1 + ``--epochs`` epochs; the difference
-divided by the extra steps is the cost of one step, with imports and set-up cancelled out. The table gives
-instructions and L1 instruction-cache misses per step, and both over the bare loop.
+one thread) in fresh interpreters (hash seed fixed) for 1 and for 1 + ``--epochs`` epochs; the
+difference divided by the extra steps is the cost of one step, with imports and set-up
+cancelled out. The table gives instructions and L1 instruction- and data-cache misses per step,
+and each over the bare loop. The misses are why a few thousand instructions cost microseconds
+in the loop: after a small model's step, the code and data of the hot path are fetched again.
 
 Outputs are off in every variant: under valgrind the program runs some 50 times slower, so what
 is gated by time (the bar, TensorBoard hand-overs) would fire far more often per step than in a
@@ -17,11 +19,12 @@ real run. ``full`` is the hot path itself: ``tw.steps`` + ``tw.log`` every step 
 reduction of each 50-step interval. OpenBLAS worker threads (loaded with numpy) are limited to
 one: under valgrind their spinning is counted in proportion to the run's duration.
 
-``--functions N`` also says where each variant's instructions over bare go: by area (the
-compiled hot path, torch's Python bindings, the GIL, CPython's objects, the interpreter,
-glibc's malloc) and the N functions that moved most. glibc's malloc is torch's own: watching
-adds no malloc call to a step, but the heap it leaves behind sends torch's allocations down
-other paths, by a few thousand instructions either way from one interpreter to the next.
+``--functions N`` also says where each variant's instructions over bare go, and then its L1
+misses: by area (the compiled hot path, torch's Python bindings, the GIL, CPython's objects, the
+interpreter, glibc's malloc) and the N functions that moved most. glibc's malloc is torch's
+own: watching adds no malloc call to a step, but the heap it leaves behind sends torch's
+allocations down other paths, by a few thousand instructions either way from one interpreter to
+the next.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Dict
+from typing import Dict, Optional
 
 VARIANTS = {
     "bare": "the loop alone",
@@ -82,8 +85,8 @@ def inner(variant: str, epochs: int, steps: int) -> None:
 
 
 def count(variant: str, epochs: int, steps: int, out: str = os.devnull) -> tuple:
-    """(instructions, L1 instruction misses) of one fresh interpreter running ``inner``;
-    cachegrind's per-function counts go to ``out``."""
+    """(instructions, L1 instruction misses, L1 data misses) of one fresh interpreter running
+    ``inner``; cachegrind's per-function counts go to ``out``."""
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=yes",
                f"--cachegrind-out-file={out}", sys.executable, os.path.abspath(__file__),
                "--inner", variant, str(epochs), str(steps)]
@@ -98,21 +101,27 @@ def count(variant: str, epochs: int, steps: int, out: str = os.devnull) -> tuple
     def total(label: str) -> int:
         return int(re.search(rf"{label}:\s+([\d,]+)", done.stderr).group(1).replace(",", ""))
 
-    return total(r"I\s+refs"), total(r"I1\s+misses")
+    return total(r"I\s+refs"), total(r"I1\s+misses"), total(r"D1\s+misses")
 
 
-def per_function(path: str) -> Dict[str, int]:
-    """Instructions per function in a cachegrind output file (``fn=`` blocks, first event)."""
+def per_function(path: str, events: tuple = ("Ir",)) -> Dict[str, int]:
+    """Counts per function in a cachegrind output file (``fn=`` blocks): instructions, or the
+    sum of the named ``events`` (``("D1mr", "D1mw")``: L1 data misses, reads and writes)."""
     counts: Dict[str, int] = collections.Counter()
     source = function = ""
+    columns = [0]
     with open(path) as lines:
         for line in lines:
-            if line.startswith("fl="):
+            if line.startswith("events:"):
+                names = line.split()[1:]
+                columns = [names.index(event) for event in events]
+            elif line.startswith("fl="):
                 source = line[3:].strip()
             elif line.startswith("fn="):
                 function = f"{line[3:].strip()} ({os.path.basename(source)})"
             elif line[:1].isdigit() and function:
-                counts[function] += int(line.split()[1])
+                cells = line.split()[1:]
+                counts[function] += sum(int(cells[c]) for c in columns if c < len(cells))
     return counts
 
 
@@ -138,31 +147,63 @@ def area(function: str) -> str:
     return "other"
 
 
-def per_step(variant: str, files: Dict[tuple, str], epochs: int, extra: int) -> Dict[str, float]:
-    """Instructions per function in one step of ``variant``: its 1 + ``epochs`` run less its
-    1-epoch run, over the ``extra`` steps between them."""
-    first, last = per_function(files[(variant, 1)]), per_function(files[(variant, 1 + epochs)])
+def per_step(variant: str, files: Dict[tuple, str], epochs: int, extra: int,
+             events: tuple = ("Ir",)) -> Dict[str, float]:
+    """Counts (``per_function``) per function in one step of ``variant``: its 1 + ``epochs`` run
+    less its 1-epoch run, over the ``extra`` steps between them."""
+    first = per_function(files[(variant, 1)], events)
+    last = per_function(files[(variant, 1 + epochs)], events)
     return {f: (last.get(f, 0) - first.get(f, 0)) / extra for f in set(first) | set(last)}
 
 
-def where(variant: str, ours: Dict[str, float], bare: Dict[str, float], top: int) -> None:
-    """Print what a variant adds to a step over bare (``per_step`` of each), by area and by
-    function."""
+def where(variant: str, ours: Dict[str, float], bare: Dict[str, float], top: int,
+          what: str = "instructions/step") -> None:
+    """Print what a variant adds to a step over bare (``per_step`` of each, counting ``what``),
+    by area and by function."""
     over = {f: ours.get(f, 0.0) - bare.get(f, 0.0) for f in set(ours) | set(bare)}
     areas: Dict[str, float] = collections.Counter()
     for function, n in over.items():
         areas[area(function)] += n
-    print(f"\n**{variant}: instructions/step over bare, by area** "
+    print(f"\n**{variant}: {what} over bare, by area** "
           f"(total {sum(over.values()):+,.0f})\n")
     print("| area | over bare |\n| --- | ---: |")
     for name, n in sorted(areas.items(), key=lambda item: -abs(item[1])):
         print(f"| {name} | {n:+,.0f} |")
     if top < 1:
         return
-    print(f"\n**{variant}: the {top} functions that moved most**\n")
+    print(f"\n**{variant}: the {top} functions whose {what} moved most**\n")
     print("| function (source file) | over bare |\n| --- | ---: |")
     for function, n in sorted(over.items(), key=lambda item: -abs(item[1]))[:top]:
         print(f"| `{function[:100]}` | {n:+,.0f} |")
+
+
+def report(variants: list, results: Dict[tuple, tuple], files: Optional[Dict[tuple, str]],
+           epochs: int, steps: int, top: int) -> None:
+    """Print the table of ``results`` (``count`` of each (variant, epochs) run) and, with
+    cachegrind's ``files`` of those runs, where each variant's counts over bare go."""
+    extra = epochs * steps
+    totals = {
+        v: [(b - a) / extra for a, b in zip(results[(v, 1)], results[(v, 1 + epochs)])]
+        for v in variants
+    }
+    bare_ir, bare_i1, bare_d1 = totals["bare"]
+    print(f"`python benchmarks/instructions.py --steps {steps} --epochs {epochs}` "
+          f"(cachegrind; tiny loop; {extra} steps measured per variant)\n")
+    print("| variant | what runs | instructions/step | over bare | L1-i misses/step | over bare "
+          "| L1-d misses/step | over bare |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for v in variants:
+        ir, i1, d1 = totals[v]
+        print(f"| {v} | {VARIANTS[v]} | {ir:,.0f} | {ir - bare_ir:+,.0f} | {i1:,.0f} | "
+              f"{i1 - bare_i1:+,.0f} | {d1:,.0f} | {d1 - bare_d1:+,.0f} |")
+    if files is None:
+        return
+    # instructions, then the misses that make them cost more in the loop than in timeit
+    for what, events in (("instructions/step", ("Ir",)), ("L1-i misses/step", ("I1mr",)),
+                         ("L1-d misses/step", ("D1mr", "D1mw"))):
+        bare = per_step("bare", files, epochs, extra, events)  # read once, for every variant
+        for v in variants[1:]:
+            where(v, per_step(v, files, epochs, extra, events), bare, top, what)
 
 
 def main() -> int:
@@ -171,8 +212,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=200, help="steps per epoch")
     parser.add_argument("--epochs", type=int, default=8, help="extra epochs measured")
     parser.add_argument("--functions", type=int, default=0, metavar="N",
-                        help="also show where the instructions go: by area and the N functions "
-                             "that moved most, for each variant")
+                        help="also show where the instructions and L1 misses go: by area and "
+                             "the N functions that moved most, for each variant")
     parser.add_argument("--inner", nargs=3, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.inner:
@@ -191,27 +232,14 @@ def main() -> int:
     files = {(v, e): os.path.join(kept, f"{v}.{e}") if kept else os.devnull
              for v in variants for e in (1, 1 + opts.epochs)}
     jobs = {key: (key[0], key[1], opts.steps, out) for key, out in files.items()}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = dict(zip(jobs, pool.map(lambda job: count(*job), jobs.values())))
-    extra = opts.epochs * opts.steps
-    per_step = {
-        v: [(b - a) / extra for a, b in zip(results[(v, 1)], results[(v, 1 + opts.epochs)])]
-        for v in variants
-    }
-    bare_ir, bare_i1 = per_step["bare"]
-    print(f"`python benchmarks/instructions.py --steps {opts.steps} --epochs {opts.epochs}` "
-          f"(cachegrind; tiny loop; {extra} steps measured per variant)\n")
-    print("| variant | what runs | instructions/step | over bare | L1-i misses/step | over bare |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for v in variants:
-        ir, i1 = per_step[v]
-        print(f"| {v} | {VARIANTS[v]} | {ir:,.0f} | {ir - bare_ir:+,.0f} | {i1:,.0f} | "
-              f"{i1 - bare_i1:+,.0f} |")
-    if kept:
-        bare = per_step("bare", files, opts.epochs, extra)  # read once, for every variant
-        for v in variants[1:]:
-            where(v, per_step(v, files, opts.epochs, extra), bare, opts.functions)
-        shutil.rmtree(kept)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            results = dict(zip(jobs, pool.map(lambda job: count(*job), jobs.values())))
+        report(variants, results, files if kept else None, opts.epochs, opts.steps,
+               opts.functions)
+    finally:
+        if kept:
+            shutil.rmtree(kept)
     return 0
 
 

@@ -212,6 +212,62 @@ def test_instruction_counter_splits_a_step_by_function_and_area(tmp_path, capsys
     assert "| `hot_log (_speedups.c)` | +24 |" in out
 
 
+def test_instruction_counter_reads_the_misses_by_name(tmp_path):
+    """per_function sums the cachegrind events it is asked for, by their names in the file's
+    events: line (L1 data misses are reads plus writes), and instructions by default."""
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "instructions.py"
+    module = runpy.run_path(str(script), run_name="instructions")
+    path = tmp_path / "cachegrind.out"
+    path.write_text("events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw\n"
+                    "fl=/src/_speedups.c\nfn=record\n"
+                    "5 100 3 0 40 2 0 20 1 0\n6 50 1 0 10 0 0 5 4 0\n"
+                    "fl=???\nfn=THPVariable_is_cpu(THPVariable*, void*)\n0 7 2\n")
+    read = module["per_function"]
+    assert read(str(path)) == {"record (_speedups.c)": 150,
+                               "THPVariable_is_cpu(THPVariable*, void*) (???)": 7}
+    assert read(str(path), ("I1mr",)) == {"record (_speedups.c)": 4,
+                                          "THPVariable_is_cpu(THPVariable*, void*) (???)": 2}
+    # a line that stops short (cachegrind leaves trailing zero counts out) counts them as 0
+    assert read(str(path), ("D1mr", "D1mw")) == {
+        "record (_speedups.c)": 2 + 1 + 4, "THPVariable_is_cpu(THPVariable*, void*) (???)": 0}
+
+
+def test_instruction_counter_reports_counts_and_misses_by_function(tmp_path, capsys):
+    """report() (what main prints after the valgrind runs) gives the per-step table with both
+    misses, then with --functions the breakdown of instructions, L1-i and L1-d misses."""
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "instructions.py"
+    module = runpy.run_path(str(script), run_name="instructions")
+
+    def cachegrind_file(name, ir, i1, d1r, d1w):
+        path = tmp_path / name
+        path.write_text("events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw\n"
+                        "fl=/src/_speedups.c\nfn=record\n"
+                        f"5 {ir} {i1} 0 0 {d1r} 0 0 {d1w} 0\n")
+        return str(path)
+
+    files = {("bare", 1): cachegrind_file("b1", 0, 0, 0, 0),
+             ("bare", 3): cachegrind_file("b3", 0, 0, 0, 0),
+             ("full", 1): cachegrind_file("f1", 100, 10, 4, 2),
+             ("full", 3): cachegrind_file("f3", 1100, 60, 24, 12)}
+    # totals as count() gives them: (instructions, L1-i misses, L1-d misses) of each run
+    results = {("bare", 1): (1000, 100, 50), ("bare", 3): (11000, 600, 250),
+               ("full", 1): (1100, 110, 56), ("full", 3): (12100, 660, 286)}
+    module["report"](["bare", "full"], results, files, 2, 5, 3)  # 2 extra epochs of 5 steps
+    out = capsys.readouterr().out
+    assert "| bare | the loop alone | 1,000 | +0 | 50 | +0 | 20 | +0 |" in out
+    assert "| 1,100 | +100 | 55 | +5 | 23 | +3 |" in out  # full: (12,100 - 1,100) / 10 steps ...
+    assert "**full: instructions/step over bare, by area** (total +100)" in out
+    assert "**full: L1-i misses/step over bare, by area** (total +5)" in out
+    assert "**full: L1-d misses/step over bare, by area** (total +3)" in out
+    assert "| `record (_speedups.c)` | +3 |" in out
+
+
 def test_full_against_the_seed_is_paired_by_round():
     """The gap between torchwatch full and the seed's way is the median of their differences in
     each round (the noise of a round hits both), not the difference of their two medians."""
