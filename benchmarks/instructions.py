@@ -15,7 +15,8 @@ in the loop: after a small model's step, the code and data of the hot path are f
 
 Outputs are off in every variant: under valgrind the program runs some 50 times slower, so what
 is gated by time (the bar, TensorBoard hand-overs) would fire far more often per step than in a
-real run. ``full`` is the hot path itself: ``tw.steps`` + ``tw.log`` every step and the
+real run. The reading of closed intervals is gated by time too (about once a second), so here it
+runs at nearly every close: its Python is counted more often than in a real run. ``full`` is the hot path itself: ``tw.steps`` + ``tw.log`` every step and the
 reduction of each 50-step interval. OpenBLAS worker threads (loaded with numpy) are limited to
 one: under valgrind their spinning is counted in proportion to the run's duration.
 
