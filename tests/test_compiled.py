@@ -105,8 +105,9 @@ def test_compiled_and_pure_python_write_the_same_values(tmp_path):
     pure_dir, pure = run_script(tmp_path, pure=True)
     compiled_dir, compiled = run_script(tmp_path, pure=False)
     assert json.dumps(compiled, sort_keys=True) == json.dumps(pure, sort_keys=True)
-    assert compiled[2]["steps"] == 23 and compiled[1]["steps"] == 8  # val broke out at j == 8
-    assert compiled[1]["samples"] == 3 + 5 + 1 + 0 + 3 + 5  # the first 8 batches
+    # val broke out in its 9th step (j == 8), which counts: its body ran
+    assert compiled[2]["steps"] == 23 and compiled[1]["steps"] == 9
+    assert compiled[1]["samples"] == 3 + 5 + 1 + 0 + 3 + 5 + 1  # the first 9 batches
     timed = ("time_ms", "time_s", "samples_per_s", "data_wait_frac")
     for phase in ("train", "val"):
         expected, got = read_scalars(pure_dir / phase), read_scalars(compiled_dir / phase)
@@ -226,7 +227,7 @@ def test_running_sums_are_added_in_place_only_where_nobody_else_sees_them():
 
 def test_an_early_break_ends_the_loop_cleanly():
     """Breaking out of tw.steps leaves no step open: tw.log after the loop weighs by 1 again,
-    and the phase counts the steps finished before the break."""
+    and the phase counts the steps whose bodies ran, the one left by break included."""
     run = tw.Run(None, console=False, tensorboard=False, progress=False)
     with run.phase("val") as p:
         for i, x in enumerate(tw.steps([torch.ones(4, 1)] * 10)):
@@ -234,7 +235,7 @@ def test_an_early_break_ends_the_loop_cleanly():
                 break
         tw.log(loss=torch.tensor(2.0))
         assert not p.in_step
-    assert p.record.steps == 3 and p.record.samples == 12
+    assert p.record.steps == 4 and p.record.samples == 16
     assert p.metrics == {"loss": 2.0}
 
 

@@ -912,6 +912,28 @@ def test_on_nan_warn_warns_once_per_metric_with_the_first_step_range(tmp_path, s
     assert [math.isnan(v) for _, v in stored["epoch/loss"]] == [True, False]
 
 
+def test_on_nan_in_a_val_phase_names_its_own_steps(tmp_path):
+    """A NaN in step 5 of a val phase (after 20 train steps, which val does not move) is named
+    by the val phase's own steps, 4-6 with log_every=3, not by global steps; the same in an
+    evaluation-only run."""
+    def val(run):
+        with run.phase("val"):
+            for i in run.steps(range(8)):
+                run.log(loss=torch.tensor(float("nan") if i == 4 else 1.0))
+
+    run = tw.init(tmp_path, model=nn.Linear(1, 1), console=False, log_every=3, on_nan="warn")
+    nan_epochs(run, epochs=1, nan_at=())
+    _, messages = caught_warnings(lambda: val(run))
+    assert len(messages) == 1
+    assert "metric 'loss' of phase 'val' was NaN or Inf first in steps 4-6 of this phase" \
+        in messages[0]
+    tw.close()
+    evaluating = tw.init(tmp_path / "eval", model=nn.Linear(1, 1), console=False, log_every=3,
+                         on_nan="warn")
+    _, messages = caught_warnings(lambda: [val(evaluating) for _ in range(2)])
+    assert len(messages) == 1 and "first in steps 4-6 of this phase" in messages[0]
+
+
 def test_on_nan_raise_raises_at_the_end_of_the_interval(tmp_path, scalars, capsys):
     """on_nan='raise': NonFiniteError (a FloatingPointError) right after the interval holding the
     NaN closes, naming the metric and the steps; the interval's NaN is on disk and the phase is

@@ -407,3 +407,65 @@ def test_step_curves_reach_the_writer_during_a_long_phase_with_their_own_times(t
     assert [e.value for e in events] == [sum(range(s - 5, s)) / 5 for s in range(5, 61, 5)]
     gaps = [b.wall_time - a.wall_time for a, b in zip(events, events[1:])]
     assert min(gaps) >= 5 * 0.04 * 0.9  # not stamped when handed over together
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_break_out_of_steps_counts_the_step_it_left(tmp_path, scalars, accumulate):
+    """`if i == 4: break` ends the loop after 5 bodies: the phase counts 5 items (its steps,
+    samples, global step) and the last interval's step curve ends at step 5 with the value
+    logged in that step; a nested phase that follows is written at that global step."""
+    run = tw.init(tmp_path, model=torch.nn.Linear(2, 1), console=False, log_every=3)
+    batches = [(torch.full((4, 2), float(i)), torch.zeros(4)) for i in range(10)]
+
+    @tw.watch_epoch
+    def train(loader):
+        for i, (x, _) in enumerate(tw.steps(loader, accumulate=accumulate)):
+            tw.log(seen=x[0, 0])
+            if i == 4:
+                break
+        with tw.phase("val"):
+            tw.log(acc=torch.tensor(0.5))
+
+    train(batches)
+    val, record = run.history
+    steps = 5 if accumulate == 1 else 3  # items 1-2, 3-4 and 5 alone: three optimizer steps
+    assert (record.steps, record.samples, record.global_step) == (steps, 20, steps)
+    assert record.metrics["seen"] == pytest.approx(2.0)  # 0..4, the fifth included
+    assert val.global_step == steps
+    tw.close()
+    stored = scalars(tmp_path / "train")
+    assert stored["step/seen"][-1][0] == steps
+    # the last interval: steps 4-5 (values 3, 4); with accumulate=2 the only one (0..4)
+    assert stored["step/seen"][-1][1] == pytest.approx(3.5 if accumulate == 1 else 2.0)
+    assert [s for s, _ in scalars(tmp_path / "val")["step/acc"]] == [steps]
+
+
+def test_a_loop_left_by_an_exception_does_not_count_the_step_that_raised(tmp_path, capsys):
+    """An exception in the 3rd body: 2 steps done, the global step stays at 2, and a later
+    phase of the run starts from there."""
+    run = tw.init(tmp_path, model=torch.nn.Linear(2, 1), log_every=3, progress=False)
+    batches = [(torch.zeros(4, 2), torch.zeros(4)) for _ in range(10)]
+    with pytest.raises(KeyError):
+        with tw.phase("train"):
+            for i, _ in enumerate(tw.steps(batches)):
+                if i == 2:
+                    raise KeyError("bad batch")
+    assert "Epoch [1] train interrupted after 2 steps (KeyError)" in capsys.readouterr().out
+    assert run.global_step == 2
+    with tw.phase("train") as p:
+        for _ in tw.steps(batches[:3]):
+            pass
+    assert (p.record.steps, p.record.global_step) == (3, 5)
+
+
+def test_two_loops_in_one_phase_after_a_break(tmp_path):
+    """A loop left by break, then a second loop in the same phase: 2 + 3 steps."""
+    run = tw.init(tmp_path, model=torch.nn.Linear(2, 1), console=False)
+    batches = [(torch.zeros(4, 2), torch.zeros(4)) for _ in range(3)]
+    with tw.phase("train") as p:
+        for i, _ in enumerate(tw.steps(batches)):
+            if i == 1:
+                break
+        for _ in tw.steps(batches):
+            pass
+    assert (p.record.steps, p.record.samples, run.global_step) == (5, 20, 5)

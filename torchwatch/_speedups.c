@@ -39,7 +39,8 @@ static Slot slot_on = {"on"}, slot_step_weight = {"step_weight"}, slot_acc = {"a
             slot_interval_due = {"interval_due"}, slot_interval_start = {"interval_start"},
             slot_closed = {"closed"}, slot_unread_since = {"unread_since"},
             slot_values = {"values"}, slot_host = {"host"}, slot_partials = {"partials"},
-            slot_pending = {"pending"}, slot_global_step = {"global_step"};
+            slot_pending = {"pending"}, slot_global_step = {"global_step"},
+            slot_open_step = {"open_step"};
 static PyTypeObject *phase_type, *accumulator_type, *run_type;
 static PyObject *perf_counter, *time_time;  /* time.perf_counter, time.time */
 
@@ -546,7 +547,7 @@ configure(PyObject *module, PyObject *args)
         return NULL;
     Slot *phase_slots[] = {&slot_on, &slot_step_weight, &slot_acc, &slot_steps, &slot_samples,
                            &slot_data_wait_s, &slot_interval_due, &slot_interval_start,
-                           &slot_closed, &slot_unread_since};
+                           &slot_closed, &slot_unread_since, &slot_open_step};
     for (size_t i = 0; i < sizeof(phase_slots) / sizeof(phase_slots[0]); i++)
         if (find_slot(phase, phase_slots[i]) < 0)
             return NULL;
@@ -816,11 +817,21 @@ show(Watched *w)
     return 0;
 }
 
-/* the end of the loop, however it ends: no step open, the bar closed (see steps._close_bar) */
+/* the end of the loop, however it ends: no step open, the bar closed (see steps._close_bar).
+ * A loop left inside a step (break, return, an exception) leaves that step to the phase as its
+ * open_step, (samples, data wait): Phase.end_open_step counts it once the phase goes on. */
 static int
 finish(Watched *w)
 {
     w->finished = 1;
+    if (w->rows != NULL) {
+        PyObject *open = Py_BuildValue("(Od)", w->rows, w->wait);
+        if (open == NULL)
+            return -1;
+        set_slot(w->phase, &slot_open_step, open);
+        Py_DECREF(open);
+        w->done++;
+    }
     Py_CLEAR(w->rows);
     set_slot(w->phase, &slot_step_weight, Py_None);
     if (w->bar == Py_None)

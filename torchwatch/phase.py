@@ -68,6 +68,7 @@ class IntervalInfo(NamedTuple):
     end: Marker
     lrs: Dict[str, float]
     wall_time: float  # time.time() at the close: the time its TensorBoard event carries
+    first_in_phase: int  # the phase's own step number of its first step, counted from 1
 
 
 class Phase:
@@ -82,7 +83,8 @@ class Phase:
     __slots__ = (
         "_grad_before", "_modes", "acc", "closed", "cuda", "data_wait_s", "deferred", "epoch",
         "explicit_epoch", "finishing", "grad", "interval_base", "interval_due", "interval_first",
-        "interval_start", "is_train", "metrics", "models", "name", "nested", "on", "postfix",
+        "interval_start", "is_train", "metrics", "models", "name", "nested", "on", "open_step",
+        "postfix",
         "record", "reduce", "returned", "run", "samples", "source", "start", "step_weight",
         "steps", "totals", "unread_since", "wait_known",
     )
@@ -125,6 +127,10 @@ class Phase:
         self.finishing = False
         self.wait_known = False  # set by tw.steps, which times next(); @watch_step alone cannot
         self.deferred: Optional[BaseException] = None
+        # (samples, data wait) of the step a tw.steps loop left by break or return was in: it
+        # counts once the phase goes on (a new loop, a nested phase, its normal end); a phase
+        # left by an exception drops it, as it drops the step that raised
+        self.open_step: Optional[Tuple[int, float]] = None
 
     # -- entry and exit ------------------------------------------------------------------------
     def __enter__(self) -> "Phase":
@@ -141,6 +147,8 @@ class Phase:
         if self.on:
             run = self.run
             prepare_if_loaded()  # for tw.log inside torch.compile'd code (see dynamo.py)
+            for outer in run.stack:  # a loop left by break before this phase: its step is done
+                outer.end_open_step()
             self.nested = bool(run.stack)
             self.epoch = run.begin_epoch(self)
             self.acc = Accumulator()
@@ -163,6 +171,7 @@ class Phase:
             self._pop()
             if self.on:
                 if exc_type is None:
+                    self.end_open_step()
                     self._finish()
                 else:
                     self._interrupted(exc_type)
@@ -288,6 +297,13 @@ class Phase:
         if self.steps >= self.interval_due:
             self.close_interval()
 
+    def end_open_step(self) -> None:
+        """Count the step a ``tw.steps`` loop was left in (``open_step``), if any."""
+        if self.open_step is not None:
+            samples, data_wait_s = self.open_step
+            self.open_step = None
+            self.end_step(samples, data_wait_s)
+
     def close_interval(self, extra: Optional[Dict[str, torch.Tensor]] = None) -> None:
         """Start the interval's copy to the host; read the closed intervals when due."""
         self.settle()
@@ -335,7 +351,7 @@ class Phase:
         if steps > first_steps:
             info = IntervalInfo(self.interval_first, last_step, steps - first_steps,
                                 samples - first_samples, wait - first_wait, self.interval_start,
-                                end, lrs, wall_time)
+                                end, lrs, wall_time, first_steps + 1)
         self.interval_start = end
         self.interval_first = last_step + 1
         self.interval_base = (steps, samples, wait)
@@ -382,14 +398,22 @@ class Phase:
         try:
             for name, (_, _, nonfinite) in sums.items():
                 if nonfinite:
-                    where = (f"steps {info.first_step}-{info.last_step}" if info is not None
-                             else None)
-                    self.run.nonfinite(self, name, where)
+                    self.run.nonfinite(self, name, self._steps_of(info))
         except NonFiniteError as error:
             if not self.finishing:
                 raise
             self.deferred = self.deferred or error  # raised once the phase is written
         return extras
+
+    def _steps_of(self, info: Optional[IntervalInfo]) -> Optional[str]:
+        """An interval's steps, for a message: global steps in a train phase (the x-axis of its
+        curves); the phase's own, counted from 1, in another, which does not move the global step."""
+        if info is None:
+            return None
+        if self.is_train:
+            return f"steps {info.first_step}-{info.last_step}"
+        last = info.first_in_phase + info.steps - 1
+        return f"steps {info.first_in_phase}-{last} of this phase"
 
     # -- the end -------------------------------------------------------------------------------
     def _finish(self) -> None:

@@ -73,6 +73,7 @@ class Steps:
             return iter(self.iterable)
         if not phase.on:
             return iter(self.iterable)
+        phase.end_open_step()  # an earlier loop of this phase, left by break
         if self.accumulate != 1:
             return _accumulating(phase, self)
         if speedups is None:
@@ -180,7 +181,12 @@ def _watched(phase: Phase, spec: Steps) -> Iterator:
                 _show(bar, phase, done)
             rows = fixed if fixed is not None else first_tensor_rows(item)
             phase.step_weight = rows or 1.0
-            yield item
+            try:
+                yield item
+            except GeneratorExit:  # the loop was left (break, return, an exception) in this step
+                phase.open_step = (rows or 0, now - started)
+                done += 1
+                raise
             phase.step_weight = None
             end_step(rows or 0, now - started)
             done += 1
@@ -218,7 +224,12 @@ def _accumulating(phase: Phase, spec: Steps) -> Iterator:
                 _show(bar, phase, done)
             rows = (fixed if fixed is not None else first_tensor_rows(item)) or 0
             phase.step_weight = rows or 1.0
-            yield item
+            try:
+                yield item
+            except GeneratorExit:  # left in this micro-batch: its group is one more step
+                phase.open_step = (samples + rows, waited + now - started)
+                done += 1
+                raise
             phase.step_weight = None
             samples += rows
             waited += now - started
