@@ -542,3 +542,26 @@ def test_phase_names_are_folders_under_the_logdir(tmp_path):
     for bad in ("", "/abs", "../up", 3):
         with pytest.raises(ValueError, match="phase name must be a non-empty str"):
             tw.phase(bad)
+
+
+def test_metrics_keep_the_order_they_were_logged_in_whatever_their_type(tmp_path, capsys):
+    """The console line and p.metrics list what the function returned first, then the logged
+    metrics in the order they were first logged: a Python float, an int tensor, a float16 and a
+    float32 tensor are not regrouped by how each is kept (the same on both hot paths)."""
+    tw.init(tmp_path, model=nn.Linear(2, 1), progress=False)
+
+    @tw.watch_epoch
+    def train():
+        for _ in tw.steps([torch.zeros(2, 2)] * 3):
+            tw.log(acc=0.9, correct=torch.tensor(3),
+                   half=torch.tensor(1.0, dtype=torch.float16), z=torch.tensor(2.0))
+        return torch.tensor(0.5)
+
+    train()
+    with tw.phase("val") as p:
+        tw.log(loss=torch.tensor(1.0), correct=torch.tensor(2), acc=0.9)
+    assert list(p.metrics) == ["loss", "correct", "acc"]
+    lines = capsys.readouterr().out.splitlines()
+    assert re.search(r"train  loss 0\.5000  acc 0\.9000  correct 3\.000  half 1\.000  z 2\.000 \|",
+                     lines[0]), lines[0]
+    assert "val  loss 1.000  correct 2.000  acc 0.9000 |" in lines[1]

@@ -40,7 +40,7 @@ static Slot slot_on = {"on"}, slot_step_weight = {"step_weight"}, slot_acc = {"a
             slot_closed = {"closed"}, slot_unread_since = {"unread_since"},
             slot_values = {"values"}, slot_host = {"host"}, slot_partials = {"partials"},
             slot_pending = {"pending"}, slot_global_step = {"global_step"},
-            slot_open_step = {"open_step"};
+            slot_open_step = {"open_step"}, slot_order = {"order"};
 static PyTypeObject *phase_type, *accumulator_type, *run_type;
 static PyObject *perf_counter, *time_time;  /* time.perf_counter, time.time */
 
@@ -378,6 +378,14 @@ add_on_host(PyObject *acc, PyObject *name, double value, double weight)
         if (set < 0)
             goto done;
         sums = fresh;
+        /* the order the phase's results take: Accumulator.add does the same */
+        PyObject *order = slot_value(acc, &slot_order);
+        if (order == NULL || !PyDict_CheckExact(order)) {
+            PyErr_SetString(PyExc_TypeError, "torchwatch: an accumulator's order must be a dict");
+            goto done;
+        }
+        if (PyDict_SetDefault(order, name, Py_None) == NULL)
+            goto done;
     }
     if (!PyList_CheckExact(sums) || PyList_GET_SIZE(sums) != 3) {
         PyErr_SetString(PyExc_TypeError, "torchwatch: host sums must be a list of three floats");
@@ -551,7 +559,8 @@ configure(PyObject *module, PyObject *args)
     for (size_t i = 0; i < sizeof(phase_slots) / sizeof(phase_slots[0]); i++)
         if (find_slot(phase, phase_slots[i]) < 0)
             return NULL;
-    Slot *accumulator_slots[] = {&slot_values, &slot_host, &slot_partials, &slot_pending};
+    Slot *accumulator_slots[] = {&slot_values, &slot_host, &slot_partials, &slot_pending,
+                                 &slot_order};
     for (size_t i = 0; i < sizeof(accumulator_slots) / sizeof(accumulator_slots[0]); i++)
         if (find_slot(accumulator, accumulator_slots[i]) < 0)
             return NULL;

@@ -128,8 +128,8 @@ class Interval:
 class Accumulator:
     """One phase's logged metrics: buffered per step, reduced per interval, totalled on the host."""
 
-    # _speedups.c reads values, host, partials and pending by offset
-    __slots__ = ("values", "host", "partials", "pending", "changed")
+    # _speedups.c reads values, host, partials, pending and order by offset
+    __slots__ = ("values", "host", "partials", "pending", "changed", "order")
 
     def __init__(self) -> None:
         # name -> [(detached one-element tensor, weight), ...]; Phase.log appends to it directly
@@ -138,6 +138,9 @@ class Accumulator:
         self.partials: Dict[str, List[Partial]] = {}
         self.pending: Deque[Interval] = deque()
         self.changed: Set[str] = set()  # metrics whose values changed in place after logging
+        # every name logged in the phase, first logged first: the order of its results,
+        # whichever way each value was kept (host sums, buffered tensors)
+        self.order: Dict[str, None] = {}
 
     def add(self, name: str, value: Any, weight: Any) -> None:
         """Record one value (a float or a detached one-element tensor) with its weight (a
@@ -146,6 +149,7 @@ class Accumulator:
             sums = self.host.get(name)
             if sums is None:
                 sums = self.host[name] = [0.0, 0.0, 0.0]
+                self.order.setdefault(name)
             if type(weight) is not torch.Tensor:
                 sums[0] += value * weight
                 sums[1] += weight
@@ -156,6 +160,7 @@ class Accumulator:
         pairs = self.values.get(name)
         if pairs is None:
             pairs = self.values[name] = []
+            self.order.setdefault(name)
         pairs.append((value, weight))
         if len(pairs) >= FOLD_AT:
             self.fold()

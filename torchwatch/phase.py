@@ -437,7 +437,11 @@ class Phase:
                     sums, time_s, samples, steps, wait, self.source,
                     key=f"phase '{self.name}' epoch {self.epoch}",
                 )
-        self.metrics = {k: (s / w if w else math.nan) for k, (s, w, _) in sums.items()}
+        means = {k: (s / w if w else math.nan) for k, (s, w, _) in sums.items()}
+        # what the function returned first, then the logged metrics as first logged (the sums
+        # come grouped by how each was kept, or sorted by the reduction across ranks)
+        self.metrics = {k: means[k] for k in (*self.returned, *self.acc.order, *means)
+                        if k in means}
         self.record = PhaseRecord(
             self.epoch, self.name, dict(self.metrics), time_s, samples, steps,
             self.run.global_step, self.nested,
