@@ -93,7 +93,7 @@ def scenario_loop(tmp):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     import torchwatch as tw
-    from torchwatch.distributed import collective_device
+    from torchwatch.distributed import MAX_PACKED, collective_device
 
     run = tw.init(logdir=f"{tmp}/runs", total_epochs=2, progress=False)  # before the group
     rank_at_init = run.rank
@@ -149,9 +149,21 @@ def scenario_loop(tmp):
                     tw.log(extra=7.0)  # only rank 1 logs it
             out["probe_own_s"] = time.perf_counter() - started
         out["probe"] = p.metrics
-        with tw.phase("wide") as p:  # more metrics than the fixed-size exchange carries
+        objects, gather_objects = [], dist.all_gather_object  # a spy on the real collective
+
+        def counted(*args, **kwargs):
+            objects.append(1)
+            return gather_objects(*args, **kwargs)
+
+        dist.all_gather_object = counted
+        with tw.phase("wide") as p:  # forty metrics, the same on both ranks: one exchange
             tw.log(n=1 + rank, **{f"m{i:02d}": float(i + rank) for i in range(40)})
+        with tw.phase("wider") as wider:  # more than the fixed-size row carries
+            tw.log(**{f"m{i:03d}": float(rank) for i in range(MAX_PACKED + 1)})
+        dist.all_gather_object = gather_objects
         out["wide"] = p.metrics
+        out["wider"] = sorted(set(wider.metrics.values())), len(wider.metrics)
+        out["object_exchanges"] = len(objects)
         with tw.phase("edge") as p:  # inf on one rank, -inf on the other: NaN, not a crash
             tw.log(inf=float("inf") if rank == 0 else float("-inf"), fine=1.0)
         out["edge"] = {k: repr(v) for k, v in p.metrics.items()}
@@ -308,7 +320,7 @@ def test_history_is_identical_on_every_rank(loop):
     histories = [[h for h in r["history"] if h["phase"] != "test"] for r in loop["results"]]
     assert histories[0] == histories[1]
     assert [h["phase"] for h in histories[0]] == [
-        "train", "val", "train", "val", "probe", "wide", "edge"]
+        "train", "val", "train", "val", "probe", "wide", "wider", "edge"]
     zero, one = loop["results"]
     assert [h["phase"] for h in zero["history"]].count("test") == 2
     assert [h["phase"] for h in one["history"]].count("test") == 0
@@ -340,12 +352,16 @@ def test_metric_logged_by_one_rank_is_unioned_with_a_warning(loop):
     assert one["warnings"] == []  # the job-level warning is said once, by rank 0
 
 
-def test_many_metrics_take_the_second_exchange_without_a_warning(loop):
-    """Forty metrics (more than the fixed-size row holds) are all reduced exactly."""
+def test_many_metrics_are_reduced_exactly_in_one_exchange(loop):
+    """Forty metrics, the same names on both ranks, are all reduced exactly by the fixed-size
+    exchange alone; only a phase with more than MAX_PACKED metrics takes the second exchange
+    (one all_gather_object per rank), still exact and without a warning."""
     for result in loop["results"]:
         assert result["wide"] == {
             f"m{i:02d}": pytest.approx((i * 1 + (i + 1) * 2) / 3) for i in range(40)
         }
+        assert result["wider"] == [[0.5], 257]  # the mean of rank 0's 0.0 and rank 1's 1.0
+        assert result["object_exchanges"] == 1  # the "wider" phase's, not the "wide" one's
     assert not [w for w in loop["results"][0]["warnings"] if "wide" in w]
 
 
@@ -363,7 +379,7 @@ def test_only_rank_zero_writes_event_files_with_the_reduced_values(loop, scalars
     assert files and all(f".{pid0}." in f.name for f in files)
     assert not any(f".{pid1}." in f.name for f in files)
     folders = [f.parent.name for f in files if f.parent != runs]
-    assert sorted(folders) == ["edge", "probe", "test", "train", "val", "wide"]
+    assert sorted(folders) == ["edge", "probe", "test", "train", "val", "wide", "wider"]
     train = scalars(runs / "train")
     expected = expected_epoch_means(loop)
     assert [s for s, _ in train["epoch/batch_loss"]] == [0, 1]

@@ -31,7 +31,9 @@ __all__ = ["MAX_PACKED", "is_distributed", "rank", "rank_is_known", "reduce_phas
 
 Sums = Dict[str, List[float]]  # name -> [weighted sum, weight total, non-finite count]
 
-MAX_PACKED = 32  # metrics carried by the fixed-size exchange; more take the second exchange
+# metrics carried by the fixed-size exchange (a row of 7 + 3 * 256 float64, 6 KiB a rank,
+# once a phase); more take the second exchange
+MAX_PACKED = 256
 _KEY, _NAMES, _COUNT, _TIME, _SAMPLES, _STEPS, _WAIT = range(7)
 _HEADER = 7
 _WARNED: set = set()
