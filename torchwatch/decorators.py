@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
@@ -112,7 +113,16 @@ def watch_epoch(
         active = _run_of(run)
         # wrapt passes args without self/cls when it has an instance
         epoch = _explicit_epoch(position, counts_self and instance is not None, args, kwargs)
-        if isinstance(epoch, torch.Tensor) or not isinstance(epoch, int) or isinstance(epoch, bool):
+        if isinstance(epoch, numbers.Integral) and not isinstance(epoch, bool):
+            epoch = int(epoch)  # numpy integers too: for epoch in np.arange(...)
+        else:
+            if isinstance(epoch, torch.Tensor) and active.enabled:  # not read: it could sync
+                active.once(
+                    ("tensor epoch", label),
+                    f"torchwatch: the epoch argument of {label} is a tensor, which is not read "
+                    "(that could wait for the device), so epochs are counted instead; pass "
+                    "int(epoch)",
+                )
             epoch = None
         if model is not None:
             models = None
@@ -148,7 +158,7 @@ def watch_step(
         if not ACTIVE:
             from .run import outside
 
-            outside("@watch_step")
+            outside("@watch_step", run)
             return wrapped(*args, **kwargs)
         phase = ACTIVE[-1]
         if phase.in_step or not phase.on:

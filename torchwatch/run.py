@@ -10,6 +10,7 @@ import atexit
 import datetime
 import importlib.util
 import math
+import numbers
 import os
 import socket
 import sys
@@ -26,7 +27,7 @@ from .compiled import speedups
 from .dynamo import is_compiling, log_outside_graph
 from .phase import ACTIVE, IntervalInfo, Phase, PhaseRecord
 from .sinks.console import ConsoleSink, epoch_label, phase_line
-from .values import NonFiniteError, reporter, warn
+from .values import NonFiniteError, describe, reporter, warn
 
 __all__ = ["Run", "close", "current_run", "init"]
 
@@ -41,6 +42,10 @@ _OUTSIDE_WARNED: set = set()
 def _default_logdir() -> str:
     stamp = datetime.datetime.now().strftime("%b%d_%H-%M-%S")
     return os.path.join("runs", f"{stamp}_{socket.gethostname()}")
+
+
+def _disabled_by_environment() -> bool:
+    return os.environ.get("TORCHWATCH_DISABLE", "") in ("1", "true", "True", "yes")
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -81,6 +86,35 @@ def _as_optimizers(value: Any) -> Dict[str, Any]:
     return items
 
 
+def _check_hparams(hparams: Any) -> Dict[str, Any]:
+    """``hparams`` as a dict of str -> bool, int, float, str or None (skipped when written):
+    numpy scalars and one-element tensors become the Python value, read once here."""
+    if hparams is None:
+        return {}
+    if not isinstance(hparams, Mapping):
+        raise TypeError(f"hparams must be a dict of name -> value, got {hparams!r:.80}")
+    numpy = sys.modules.get("numpy")  # a numpy value means numpy is imported already
+    checked: Dict[str, Any] = {}
+    for name, value in hparams.items():
+        if not isinstance(name, str):
+            raise TypeError(
+                f"hparams names must be str, got the key {name!r:.40} ({type(name).__name__})"
+            )
+        if isinstance(value, torch.Tensor):
+            if value.numel() == 1 and not value.dtype.is_complex:
+                value = value.item()
+        elif numpy is not None and isinstance(value, (numpy.generic, numpy.ndarray)):
+            if value.size == 1:
+                value = value.item()
+        if value is not None and not isinstance(value, (bool, int, float, str)):
+            raise ValueError(
+                f"hparams['{name}'] must be a bool, int, float, str or None (or a numpy scalar "
+                f"or one-element tensor of those), got {describe(value)}"
+            )
+        checked[name] = value
+    return checked
+
+
 def _check_logdir(path: str) -> None:
     """Create ``path`` and prove it is writable, naming it if not."""
     try:
@@ -94,9 +128,17 @@ def _check_logdir(path: str) -> None:
         ) from None
 
 
-def _in_notebook() -> bool:
+def _in_kernel() -> bool:
+    """Whether the code runs in a Jupyter kernel (notebook, JupyterLab, VS Code, Colab)."""
     shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
     return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _in_notebook() -> bool:
+    """Whether ``tqdm.auto`` draws its notebook widget here: a kernel with ipywidgets. Without
+    ipywidgets it would fall back to the text bar with a TqdmWarning; ``tw.steps`` then takes
+    the text bar from ``tqdm`` itself, without the warning."""
+    return _in_kernel() and importlib.util.find_spec("ipywidgets") is not None
 
 
 class Run:
@@ -144,8 +186,6 @@ class Run:
             raise ValueError(f"progress must be 'auto', True or False, got {progress!r}")
         if on_nan not in _ON_NAN:
             raise ValueError(f"on_nan must be one of 'warn', 'raise', 'ignore', got {on_nan!r}")
-        if hparams is not None and not isinstance(hparams, Mapping):
-            raise TypeError(f"hparams must be a dict of name -> value, got {hparams!r:.80}")
         if logdir is not None and not isinstance(logdir, (str, os.PathLike)):
             raise TypeError(f"logdir must be a str or path, got {logdir!r}")
         if clock is not None and not callable(clock):
@@ -175,15 +215,14 @@ class Run:
         self.progress = progress
         self.strict = _check_bool("strict", strict)
         self.on_nan = on_nan
-        self.hparams = dict(hparams or {})
-        self.enabled = _check_bool("enabled", enabled) and os.environ.get(
-            "TORCHWATCH_DISABLE", ""
-        ) not in ("1", "true", "True", "yes")
+        self.hparams = _check_hparams(hparams)
+        self.enabled = _check_bool("enabled", enabled) and not _disabled_by_environment()
         self.clock = clock or host_clock
         self.rank = distributed.rank()
         # launched without RANK and before init_process_group (mp.spawn): settled at a phase
         self.rank_settled = distributed.rank_is_known()
-        self.logdir = os.fspath(logdir) if logdir is not None else _default_logdir()
+        # None or "" (any falsy log_dir, as SummaryWriter): runs/<date-time>_<host>
+        self.logdir = (os.fspath(logdir) if logdir is not None else "") or _default_logdir()
         self.console = ConsoleSink() if (_check_bool("console", console) and self.rank == 0
                                          and self.enabled) else None
         self.tensorboard = None
@@ -222,6 +261,8 @@ class Run:
               grad: Optional[bool] = None, epoch: Optional[int] = None,
               reduce: bool = True) -> Phase:
         """A phase block: ``with run.phase("val"):`` (see ``tw.phase``)."""
+        if isinstance(epoch, numbers.Integral) and not isinstance(epoch, bool):
+            epoch = int(epoch)  # numpy integers too
         return Phase(self, name, model, train=train, grad=grad, epoch=epoch, reduce=reduce)
 
     def watch_epoch(self, wrapped: Any = None, phase: Any = "train", **options: Any) -> Any:
@@ -240,10 +281,13 @@ class Run:
         return steps(iterable, **options)
 
     def log(self, value: Any = None, /, *, n: Any = None, **metrics: Any) -> None:
-        log(value, n=n, **metrics)
+        if ACTIVE or self.enabled:
+            log(value, n=n, **metrics)
 
     def writer(self, phase: str) -> Any:
         """The ``SummaryWriter`` of ``phase`` (for images, text, ...); ``None`` off rank 0."""
+        if not self.rank_settled:  # init came before the process group (mp.spawn)
+            self.settle_rank()
         return self.tensorboard.writer(phase) if self.tensorboard is not None else None
 
     def state_dict(self) -> Dict[str, Any]:
@@ -264,6 +308,8 @@ class Run:
             return
         self.closed = True
         signals.uninstall(self)
+        if not self.rank_settled:  # no phase ran since the group came up: no hparams file
+            self.settle_rank()
         self.read_closed()
         if self.tensorboard is not None:
             self.tensorboard.hparams(self.hparams)
@@ -478,10 +524,10 @@ class Run:
             return False
         if self.progress is True:
             return True
-        if os.environ.get("CI"):
+        if "CI" in os.environ:  # set at all, even empty
             return False
-        if _in_notebook():  # tqdm's widget needs ipywidgets; its text fallback prints escapes
-            return importlib.util.find_spec("ipywidgets") is not None
+        if _in_kernel():  # the widget with ipywidgets, else the text bar (see _in_notebook)
+            return True
         return is_terminal(sys.stderr)
 
 
@@ -518,7 +564,12 @@ def is_terminal(stream: Any) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
-def outside(verb: str) -> None:
+def outside(verb: str, run: Optional[Run] = None) -> None:
+    """Warn once that ``verb`` ran outside a phase; a disabled run (``run``, else the default
+    one, or ``TORCHWATCH_DISABLE``) passes through silently."""
+    run = run if run is not None else _default
+    if (run is not None and not run.enabled) or _disabled_by_environment():
+        return
     if verb not in _OUTSIDE_WARNED:
         _OUTSIDE_WARNED.add(verb)
         warn(
