@@ -469,3 +469,44 @@ def test_two_loops_in_one_phase_after_a_break(tmp_path):
         for _ in tw.steps(batches):
             pass
     assert (p.record.steps, p.record.samples, run.global_step) == (5, 20, 5)
+
+
+def test_validation_inside_a_step_is_written_at_that_step(tmp_path, scalars):
+    """`if step % 4 == 0: validate()` in the body of steps 4 and 8, after optimizer.step(): the
+    val results are written at global steps 4 and 8, where the train curve has the intervals
+    that hold those steps, not at 3 and 7 (the steps tw.steps had ended then)."""
+    run = tw.init(tmp_path, model=torch.nn.Linear(2, 1), console=False, log_every=2)
+
+    @tw.watch_epoch
+    def train(loader):
+        for step, (x, _) in enumerate(tw.steps(loader), start=1):
+            tw.log(loss=x.sum())
+            if step % 4 == 0:
+                with tw.phase("val"):
+                    tw.log(acc=torch.tensor(step / 10))
+
+    train([(torch.ones(2, 2), torch.zeros(2))] * 8)
+    assert [r.global_step for r in run.history if r.phase == "val"] == [4, 8]
+    tw.close()
+    assert scalars(tmp_path / "val")["step/acc"] == [(4, pytest.approx(0.4)),
+                                                     (8, pytest.approx(0.8))]
+    assert [s for s, _ in scalars(tmp_path / "train")["step/loss"]] == [2, 4, 6, 8]
+
+
+def test_a_metric_named_like_an_automatic_one_replaces_it(tmp_path, scalars):
+    """tw.log(time_ms=...) in a train phase and a returned samples_per_s: the user's values
+    are what TensorBoard gets under step/time_ms and epoch/samples_per_s, as lr's are."""
+    tw.init(tmp_path, model=torch.nn.Linear(2, 1), console=False, log_every=2)
+
+    @tw.watch_epoch
+    def train(loader):
+        for _ in tw.steps(loader):
+            tw.log(time_ms=7.0)
+        return {"samples_per_s": 3.0}
+
+    train([(torch.ones(2, 2), torch.zeros(2))] * 4)
+    tw.close()
+    stored = scalars(tmp_path / "train")
+    assert [v for _, v in stored["step/time_ms"]] == [7.0, 7.0]
+    assert [v for _, v in stored["epoch/samples_per_s"]] == [3.0]
+    assert "step/samples_per_s" in stored and "epoch/time_s" in stored  # the others stay

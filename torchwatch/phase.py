@@ -444,7 +444,7 @@ class Phase:
                         if k in means}
         self.record = PhaseRecord(
             self.epoch, self.name, dict(self.metrics), time_s, samples, steps,
-            self.run.global_step, self.nested,
+            self._global_step(), self.nested,
         )
         self.run.phase_done(self, time_s, wait)
         if self.deferred is not None:
@@ -452,6 +452,15 @@ class Phase:
         for name, value in self.metrics.items():
             if not math.isfinite(value) and name in self.returned:
                 self.run.nonfinite(self, name, None)
+
+    def _global_step(self) -> int:
+        """The run's global step as this phase ends. A phase nested in the body of a train
+        step (validation every N steps, after ``optimizer.step()``) counts that step, which
+        ``tw.steps`` only ends when the loop asks for the next item: its results belong with
+        the train curve's point at that step."""
+        run = self.run
+        stepping = any(outer.is_train and outer.step_weight is not None for outer in run.stack)
+        return run.global_step + 1 if stepping else run.global_step
 
     def _interrupted(self, exc_type: Any) -> None:
         self.settle()

@@ -443,7 +443,6 @@ class Run:
             return
         seconds = info.end.seconds_since(info.start)
         scalars = {f"step/{k}": v for k, v in info.lrs.items()}
-        scalars.update({f"step/{k}": v for k, v in means.items()})
         if seconds > 0:
             scalars["step/time_ms"] = 1000.0 * seconds / info.steps
             if info.samples:
@@ -455,6 +454,7 @@ class Run:
             torch.cuda.reset_peak_memory_stats()
         if loss_scale is not None:
             scalars["amp/scale"] = loss_scale
+        scalars.update({f"step/{k}": v for k, v in means.items()})  # yours replace ours
         self.tensorboard.log(phase.name, scalars, info.last_step, every=seconds,
                              wall_time=info.wall_time)
 
@@ -471,14 +471,14 @@ class Run:
         if self.tensorboard is not None:
             if phase.nested:
                 tags = {f"step/{k}": v for k, v in metrics.items()}
-                step = self.global_step
+                step = record.global_step
             else:
-                tags = {f"epoch/{k}": v for k, v in metrics.items()}
-                tags["epoch/time_s"] = time_s
+                tags = {"epoch/time_s": time_s}
                 if per_s is not None:
                     tags["epoch/samples_per_s"] = per_s
                 if wait is not None:
                     tags["epoch/data_wait_frac"] = wait
+                tags.update({f"epoch/{k}": v for k, v in metrics.items()})  # yours replace ours
                 step = record.epoch
             self.tensorboard.log(phase.name, tags, step, final=not phase.nested)
             if self.histograms is not None and phase.is_train and not phase.nested:
