@@ -343,8 +343,23 @@ def test_several_modules_found_warns_and_none_found_warns(tmp_path):
     def distill(student, teacher):
         return 1.0
 
-    with pytest.warns(TorchwatchWarning, match=r"found 2 modules.*pass model="):
-        distill(student, teacher)
+    with pytest.warns(TorchwatchWarning,
+                      match=r"found 2 modules among its arguments \(student \(Linear\), "
+                            r"teacher \(Linear\)\).*pass model="):
+        distill(student, teacher=teacher)
+
+    class Trainer:  # a method: self is not among the names; self.model is
+        def __init__(self):
+            self.model = nn.Linear(2, 2)
+
+        @tw.watch_epoch
+        def fit(self, teacher, *more):
+            return 1.0
+
+    with pytest.warns(TorchwatchWarning,
+                      match=r"found 3 modules among its arguments \(self.model \(Linear\), "
+                            r"teacher \(Linear\), argument 2 \(Linear\)\)"):
+        Trainer().fit(teacher, student)
 
     @tw.watch_epoch(model=student)
     def distill_right(student, teacher):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import wrapt
@@ -63,6 +63,35 @@ def _epoch_position(wrapped: Callable) -> Tuple[Optional[int], bool]:
     return None, counts_self
 
 
+def _positional_names(wrapped: Callable) -> List[str]:
+    """The names of ``wrapped``'s positional parameters, ``self``/``cls`` included where the
+    signature has one (see ``_epoch_position``); [] when it has no signature."""
+    function = wrapped.__func__ if isinstance(wrapped, (classmethod, staticmethod)) else wrapped
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _found_modules(instance: Any, args: tuple, kwargs: dict,
+                   names: List[str]) -> Dict[str, torch.nn.Module]:
+    """The modules among a call's arguments (and ``self`` or ``self.model``), by the name the
+    function gives each (``names``: its positional parameters, after any ``self``)."""
+    found: Dict[str, torch.nn.Module] = {}
+    if isinstance(instance, torch.nn.Module):
+        found["self"] = instance
+    elif isinstance(getattr(instance, "model", None), torch.nn.Module):
+        found["self.model"] = instance.model
+    for i, value in enumerate(args):
+        if isinstance(value, torch.nn.Module):
+            found[names[i] if i < len(names) else f"argument {i + 1}"] = value
+    for key, value in kwargs.items():
+        if isinstance(value, torch.nn.Module):
+            found[key] = value
+    return found
+
+
 def _explicit_epoch(position: Optional[int], skip_self: bool, args: tuple, kwargs: dict) -> Any:
     """The ``epoch`` the caller passed (a parameter's default does not count)."""
     if position is None:
@@ -105,6 +134,7 @@ def watch_epoch(
     _refuse_generators(wrapped, "watch_epoch")
     names = _check_names(names)
     position, counts_self = _epoch_position(wrapped)
+    positional = _positional_names(wrapped)
     label = f"{phase} phase of {getattr(wrapped, '__qualname__', wrapped)}()"
     returned_by = f"returned by {getattr(wrapped, '__qualname__', wrapped)}()"
 
@@ -127,11 +157,8 @@ def watch_epoch(
         if model is not None:
             models = None
         else:
-            found = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.nn.Module)]
-            if isinstance(instance, torch.nn.Module):
-                found.insert(0, instance)
-            elif isinstance(getattr(instance, "model", None), torch.nn.Module):
-                found.insert(0, instance.model)
+            skip = 1 if counts_self and instance is not None and positional else 0
+            found = _found_modules(instance, args, kwargs, positional[skip:])
             models = active.models_for(None, label, found)
         with Phase(active, phase, model, train=train, epoch=epoch, models=models,
                    source=label) as p:

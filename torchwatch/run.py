@@ -325,19 +325,27 @@ class Run:
             phase.read_ready()
 
     # -- what phases call ----------------------------------------------------------------------
-    def models_for(self, model: Any, source: str, found: Sequence[torch.nn.Module] = ()) -> list:
-        """The modules a phase toggles: ``model=``, else the run's, else those ``found``."""
+    def models_for(self, model: Any, source: str,
+                   found: Optional[Dict[str, torch.nn.Module]] = None) -> list:
+        """The modules a phase toggles: ``model=``, else the run's, else those ``found`` among
+        the call's arguments (by argument name)."""
         if model is not None:
             return _as_models(model, f"model of {source}")
         if self.models:
             return self.models
-        unique = list({id(m): m for m in found}.values())
+        named: Dict[int, str] = {}  # id -> the first argument name it came under
+        modules: Dict[int, torch.nn.Module] = {}
+        for name, module in (found or {}).items():
+            named.setdefault(id(module), name)
+            modules.setdefault(id(module), module)
+        unique = list(modules.values())
         if len(unique) > 1:
+            listed = ", ".join(f"{named[id(m)]} ({type(m).__name__})" for m in unique)
             self.once(
                 ("several", source),
                 f"torchwatch: {source} found {len(unique)} modules among its arguments "
-                f"({', '.join(type(m).__name__ for m in unique)}) and switches all of them; "
-                "pass model= to choose (a distillation teacher should not be put in train mode)",
+                f"({listed}) and switches all of them; pass model= to choose (a distillation "
+                "teacher should not be put in train mode)",
             )
         elif not unique:
             self.once(
