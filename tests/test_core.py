@@ -580,3 +580,19 @@ def test_metrics_keep_the_order_they_were_logged_in_whatever_their_type(tmp_path
     assert re.search(r"train  loss 0\.5000  acc 0\.9000  correct 3\.000  half 1\.000  z 2\.000 \|",
                      lines[0]), lines[0]
     assert "val  loss 1.000  correct 2.000  acc 0.9000 |" in lines[1]
+
+
+def test_a_slow_rate_is_printed_with_two_digits_not_as_zero(tmp_path, capsys):
+    """A phase of 2 samples in 5 s prints `0.4 samples/s` (it printed `0 samples/s`); a fast
+    one keeps whole samples with a thousands separator."""
+    clock = iter([0.0, 0.0, 5.0, 5.0] + [5.0] * 50).__next__
+    tw.init(tmp_path, model=nn.Linear(2, 1), tensorboard=False, progress=False, clock=clock)
+    with tw.phase("val"):
+        for _ in tw.steps([torch.zeros(2, 2)]):
+            pass
+    line = capsys.readouterr().out.strip()
+    assert re.search(r"\| 5\.0+s  0\.4 samples/s", line), line
+    from torchwatch.sinks.console import phase_line
+
+    assert "5,120 samples/s" in phase_line("Epoch [1]", "train", {}, 1.0, 5120.0)
+    assert "| 1.0s  3 samples/s" in phase_line("Epoch [1]", "train", {}, 1.0, 3.0)

@@ -42,7 +42,10 @@ def phase_line(
     parts += [f"{name} {format_value(value)}" for name, value in metrics.items()]
     tail = [format_seconds(time_s)]
     if samples_per_s is not None:
-        tail.append(f"{samples_per_s:,.0f} samples/s")
+        # whole samples with a thousands separator; a slow rate (a sample every few seconds)
+        # with 2 significant digits, not as 0
+        rate = f"{samples_per_s:,.0f}" if samples_per_s >= 9.5 else f"{samples_per_s:.2g}"
+        tail.append(f"{rate} samples/s")
     if data_wait_frac is not None:
         tail.append(f"data {data_wait_frac * 100:.0f}%")
     return "  ".join(parts) + " | " + "  ".join(tail)
