@@ -143,9 +143,7 @@ def watch_epoch(
         active = _run_of(run)
         # wrapt passes args without self/cls when it has an instance
         epoch = _explicit_epoch(position, counts_self and instance is not None, args, kwargs)
-        if isinstance(epoch, numbers.Integral) and not isinstance(epoch, bool):
-            epoch = int(epoch)  # numpy integers too: for epoch in np.arange(...)
-        else:
+        if not isinstance(epoch, numbers.Integral) or isinstance(epoch, bool):
             if isinstance(epoch, torch.Tensor) and active.enabled:  # not read: it could sync
                 active.once(
                     ("tensor epoch", label),

@@ -108,8 +108,10 @@ class Phase:
                 f"phase name must be a non-empty str naming a folder under the logdir "
                 f"(e.g. 'val' or 'val/fold1'), got {name!r}"
             )
-        if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+        if epoch is not None and (isinstance(epoch, bool)
+                                  or not isinstance(epoch, numbers.Integral)):
             raise TypeError(f"epoch must be an int or None, got {epoch!r}")
+        epoch = None if epoch is None else int(epoch)  # numpy integers too
         self.run = run
         self.name = name
         self.is_train = name.startswith("train") if train is None else bool(train)

@@ -10,7 +10,6 @@ import atexit
 import datetime
 import importlib.util
 import math
-import numbers
 import os
 import socket
 import sys
@@ -261,8 +260,6 @@ class Run:
               grad: Optional[bool] = None, epoch: Optional[int] = None,
               reduce: bool = True) -> Phase:
         """A phase block: ``with run.phase("val"):`` (see ``tw.phase``)."""
-        if isinstance(epoch, numbers.Integral) and not isinstance(epoch, bool):
-            epoch = int(epoch)  # numpy integers too
         return Phase(self, name, model, train=train, grad=grad, epoch=epoch, reduce=reduce)
 
     def watch_epoch(self, wrapped: Any = None, phase: Any = "train", **options: Any) -> Any:
