@@ -141,6 +141,19 @@ def test_a_disabled_run_switches_modes_and_warns_about_nothing(tmp_path, model, 
     assert run.history == [] and not (tmp_path / "runs").exists()
 
 
+def test_a_disabled_run_beside_the_default_one_is_silent_outside_a_phase(tmp_path):
+    """run.steps and run.log of a disabled run that is not the default one pass through
+    without the outside-a-phase warning, while the enabled default run still warns."""
+    tw.init(logdir=str(tmp_path / "default"), console=False)
+    off = tw.Run(str(tmp_path / "off"), enabled=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(off.steps([1, 2])) == [1, 2]
+        off.log(loss=1.0)
+    with pytest.warns(tw.TorchwatchWarning, match="outside"):
+        assert list(tw.steps([1, 2])) == [1, 2]
+
+
 def test_a_disabled_run_still_says_once_that_it_has_no_model_to_switch(tmp_path):
     """Modes are still switched while disabled, so a phase with no model to switch still warns
     once, as it does enabled."""

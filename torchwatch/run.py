@@ -275,7 +275,9 @@ class Run:
     def steps(self, iterable: Iterable, **options: Any) -> Iterable:
         from .steps import steps
 
-        return steps(iterable, **options)
+        spec = steps(iterable, **options)
+        spec.run = self  # outside any phase, it warns (or not, disabled) for this run
+        return spec
 
     def log(self, value: Any = None, /, *, n: Any = None, **metrics: Any) -> None:
         if ACTIVE or self.enabled:

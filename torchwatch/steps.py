@@ -60,6 +60,7 @@ class Steps:
         self.desc = desc
         self.batch_size = batch_size
         self.accumulate = accumulate  # items per step: micro-batches of one optimizer step
+        self.run: Any = None  # the run of run.steps(); None: the default run's tw.steps
 
     def __len__(self) -> int:
         return self.total if self.total is not None else len(self.iterable)  # type: ignore
@@ -69,7 +70,7 @@ class Steps:
         if phase is None:
             from .run import outside
 
-            outside("tw.steps")
+            outside("tw.steps", self.run)
             return iter(self.iterable)
         if not phase.on:
             return iter(self.iterable)
