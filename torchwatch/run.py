@@ -15,7 +15,7 @@ import socket
 import sys
 import tempfile
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -285,8 +285,7 @@ class Run:
 
     def writer(self, phase: str) -> Any:
         """The ``SummaryWriter`` of ``phase`` (for images, text, ...); ``None`` off rank 0."""
-        if not self.rank_settled:  # init came before the process group (mp.spawn)
-            self.settle_rank()
+        self.settle_rank()  # init may have come before the process group (mp.spawn)
         return self.tensorboard.writer(phase) if self.tensorboard is not None else None
 
     def state_dict(self) -> Dict[str, Any]:
@@ -307,8 +306,7 @@ class Run:
             return
         self.closed = True
         signals.uninstall(self)
-        if not self.rank_settled:  # no phase ran since the group came up: no hparams file
-            self.settle_rank()
+        self.settle_rank()  # no phase may have run since the group came up: no hparams file
         self.read_closed()
         if self.tensorboard is not None:
             self.tensorboard.hparams(self.hparams)
@@ -332,14 +330,12 @@ class Run:
             return _as_models(model, f"model of {source}")
         if self.models:
             return self.models
-        named: Dict[int, str] = {}  # id -> the first argument name it came under
-        modules: Dict[int, torch.nn.Module] = {}
+        first: Dict[int, Tuple[str, torch.nn.Module]] = {}  # id -> (its first name, module)
         for name, module in (found or {}).items():
-            named.setdefault(id(module), name)
-            modules.setdefault(id(module), module)
-        unique = list(modules.values())
+            first.setdefault(id(module), (name, module))
+        unique = [module for _, module in first.values()]
         if len(unique) > 1:
-            listed = ", ".join(f"{named[id(m)]} ({type(m).__name__})" for m in unique)
+            listed = ", ".join(f"{name} ({type(m).__name__})" for name, m in first.values())
             self.once(
                 ("several", source),
                 f"torchwatch: {source} found {len(unique)} modules among its arguments "
@@ -362,8 +358,7 @@ class Run:
     def begin_epoch(self, phase: Phase) -> Optional[int]:
         """The epoch a phase belongs to: a train phase (or, before any, an eval-only phase) whose
         name already ran in the current epoch starts the next one; other phases join it."""
-        if not self.rank_settled:
-            self.settle_rank()
+        self.settle_rank()
         if phase.nested:
             return self.epoch
         explicit = phase.explicit_epoch
@@ -394,8 +389,9 @@ class Run:
         return epoch
 
     def settle_rank(self) -> None:
-        """Once a process group exists, ranks other than 0 drop their console and writers."""
-        if not distributed.rank_is_known():
+        """Once a process group exists, ranks other than 0 drop their console and writers (once:
+        a run started with its rank known, or settled before, returns at once)."""
+        if self.rank_settled or not distributed.rank_is_known():
             return
         self.rank_settled = True
         self.rank = distributed.rank()
