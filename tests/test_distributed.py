@@ -167,7 +167,10 @@ def scenario_loop(tmp):
         with tw.phase("edge") as p:  # inf on one rank, -inf on the other: NaN, not a crash
             tw.log(inf=float("inf") if rank == 0 else float("-inf"), fine=1.0)
         out["edge"] = {k: repr(v) for k, v in p.metrics.items()}
+        with tw.phase("spiky"):  # a NaN only rank 1 logs; a value no rank may log
+            tw.log(spike=float("nan") if rank == 1 else 1.0, note="text")
     out["warnings"] = [str(w.message) for w in caught if "only some ranks" in str(w.message)]
+    out["ours"] = [str(w.message) for w in caught if issubclass(w.category, tw.TorchwatchWarning)]
     out["history"] = [record_dict(r) for r in run.history]
     tw.close()
     dist.destroy_process_group()
@@ -320,7 +323,7 @@ def test_history_is_identical_on_every_rank(loop):
     histories = [[h for h in r["history"] if h["phase"] != "test"] for r in loop["results"]]
     assert histories[0] == histories[1]
     assert [h["phase"] for h in histories[0]] == [
-        "train", "val", "train", "val", "probe", "wide", "wider", "edge"]
+        "train", "val", "train", "val", "probe", "wide", "wider", "edge", "spiky"]
     zero, one = loop["results"]
     assert [h["phase"] for h in zero["history"]].count("test") == 2
     assert [h["phase"] for h in one["history"]].count("test") == 0
@@ -352,6 +355,18 @@ def test_metric_logged_by_one_rank_is_unioned_with_a_warning(loop):
     assert one["warnings"] == []  # the job-level warning is said once, by rank 0
 
 
+def test_warnings_come_from_rank_zero_only_and_cover_the_other_ranks_nans(loop):
+    """Only rank 0 warns, as only it prints: the bad value every rank logs is reported once, and a
+    NaN that only rank 1 logged is reported by rank 0 after the phase's reduction."""
+    zero, one = loop["results"]
+    assert one["ours"] == []
+    notes = [w for w in zero["ours"] if "'note'" in w]
+    assert len(notes) == 1 and "skipped metric 'note' logged in phase 'spiky'" in notes[0]
+    spikes = [w for w in zero["ours"] if "'spike'" in w]
+    assert len(spikes) == 1 and "NaN or Inf first in a step of another rank" in spikes[0]
+    assert "spike" not in loop["errs"][1] and "torchwatch" not in loop["errs"][1]
+
+
 def test_many_metrics_are_reduced_exactly_in_one_exchange(loop):
     """Forty metrics, the same names on both ranks, are all reduced exactly by the fixed-size
     exchange alone; only a phase with more than MAX_PACKED metrics takes the second exchange
@@ -379,7 +394,8 @@ def test_only_rank_zero_writes_event_files_with_the_reduced_values(loop, scalars
     assert files and all(f".{pid0}." in f.name for f in files)
     assert not any(f".{pid1}." in f.name for f in files)
     folders = [f.parent.name for f in files if f.parent != runs]
-    assert sorted(folders) == ["edge", "probe", "test", "train", "val", "wide", "wider"]
+    assert sorted(folders) == ["edge", "probe", "spiky", "test", "train", "val", "wide",
+                               "wider"]
     train = scalars(runs / "train")
     expected = expected_epoch_means(loop)
     assert [s for s, _ in train["epoch/batch_loss"]] == [0, 1]

@@ -171,7 +171,7 @@ def test_logged_values_keep_every_good_metric(positional, named, strict):
                 run.log(positional, **named)
         except ValueError as error:
             assert strict and bad, error
-            assert str(error).startswith("torchwatch: skipped ")
+            assert str(error).startswith("torchwatch: rejected (strict=True) ")
             return
     assert not (strict and bad)
     documented_only(caught)
@@ -196,7 +196,7 @@ def test_returned_values_keep_every_good_metric(value, strict):
             returned = evaluate()
         except ValueError as error:
             assert strict and bad, error
-            assert str(error).startswith("torchwatch: skipped ")
+            assert str(error).startswith("torchwatch: rejected (strict=True) ")
             return
     assert not (strict and bad)
     assert returned is value

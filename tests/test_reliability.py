@@ -488,6 +488,25 @@ def test_close_twice_is_harmless(tmp_path, model):
     assert count_events(tmp_path, "_hparams_/session_start_info") == 1
 
 
+def test_a_closed_run_used_again_is_open_again(tmp_path, model, scalars):
+    """A phase or writer() on a closed run reopens it, as a closed SummaryWriter reopens: what it
+    writes then is closed by the next close (atexit's), and the hparams stay written once."""
+    run = tw.Run(tmp_path, model=model, console=False, hparams={"lr": 0.1})
+    with run.phase("val"):
+        run.log(loss=1.0)
+    run.close()
+    notes = run.writer("notes")
+    notes.add_scalar("custom", 2.5, 3)
+    with run.phase("val"):
+        run.log(loss=2.0)
+    assert not run.closed and notes.all_writers is not None
+    run.close()
+    assert run.closed and notes.all_writers is None  # SummaryWriter.close() ran: flushed
+    assert scalars(tmp_path / "notes")["custom"] == [(3, 2.5)]
+    assert [v for _, v in scalars(tmp_path / "val")["epoch/loss"]] == [1.0, 2.0]
+    assert count_events(tmp_path, "_hparams_/session_start_info") == 1
+
+
 def test_second_init_closes_the_first_run(tmp_path, model, scalars):
     """A second tw.init closes the first run: its writers are closed and its files complete."""
     first = tw.init(tmp_path / "a", model=model, console=False, hparams={"lr": 0.1})

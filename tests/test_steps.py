@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import gc
 import os
@@ -75,6 +76,12 @@ def test_log_without_n_is_weighted_by_the_samples_of_the_step(tmp_path):
     assert p.record.samples == 8
 
 
+@dataclasses.dataclass
+class _Batch:  # a batch as a dataclass, as some data pipelines yield them
+    ids: object
+    x: torch.Tensor
+
+
 @pytest.mark.parametrize(
     "batch, rows",
     [
@@ -84,10 +91,12 @@ def test_log_without_n_is_weighted_by_the_samples_of_the_step(tmp_path):
         (("text", [torch.zeros(6)]), 6),
         (torch.zeros(7, 1), 7),
         (["no", "tensors"], 0),
+        (_Batch(ids=[1, 2], x=torch.zeros(9, 3)), 9),
+        ([{"meta": "a", "batch": _Batch(ids=None, x=torch.zeros(2))}], 2),
     ],
 )
 def test_samples_come_from_dim0_of_the_first_tensor(batch, rows):
-    """Samples are dim 0 of the first tensor found in tuples, lists and dicts."""
+    """Samples are dim 0 of the first tensor found in tuples, lists, dicts and dataclasses."""
     tw.init(tensorboard=False, console=False)
     with tw.phase("val") as p:
         for _ in tw.steps([batch, batch]):

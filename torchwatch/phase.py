@@ -451,9 +451,14 @@ class Phase:
         self.run.phase_done(self, time_s, wait)
         if self.deferred is not None:
             raise self.deferred
+        reduced = self.reduce and is_distributed()
         for name, value in self.metrics.items():
-            if not math.isfinite(value) and name in self.returned:
-                self.run.nonfinite(self, name, None)
+            if name in self.returned:
+                if not math.isfinite(value):
+                    self.run.nonfinite(self, name, None)
+            elif reduced and sums[name][2] and self.run.on_nan == "warn":
+                # a NaN only another rank logged, whose warning that rank does not give
+                self.run.nonfinite(self, name, "a step of another rank")
 
     def _global_step(self) -> int:
         """The run's global step as this phase ends. A phase nested in the body of a train

@@ -240,6 +240,7 @@ class Run:
         self._warned: set = set()
         self.report = reporter(self.strict, self._warned)
         self.closed = False
+        self._hparams_written = False  # once, at the first close (a run may be reopened)
         ref = weakref.ref(self)
         atexit.register(lambda: ref() is not None and ref().close())
         if self.enabled:
@@ -286,6 +287,7 @@ class Run:
     def writer(self, phase: str) -> Any:
         """The ``SummaryWriter`` of ``phase`` (for images, text, ...); ``None`` off rank 0."""
         self.settle_rank()  # init may have come before the process group (mp.spawn)
+        self.reopen()
         return self.tensorboard.writer(phase) if self.tensorboard is not None else None
 
     def state_dict(self) -> Dict[str, Any]:
@@ -309,11 +311,22 @@ class Run:
         self.settle_rank()  # no phase may have run since the group came up: no hparams file
         self.read_closed()
         if self.tensorboard is not None:
-            self.tensorboard.hparams(self.hparams)
+            if not self._hparams_written:
+                self._hparams_written = True
+                self.tensorboard.hparams(self.hparams)
             self.tensorboard.flush()
             self.tensorboard.close()
         if self.console is not None:
             self.console.close()
+
+    def reopen(self) -> None:
+        """A closed run used again (a phase, ``writer()``) is open again, as a closed
+        ``SummaryWriter`` reopens when written to: ``close()``, ``atexit`` and the signal
+        handlers then flush and close what it writes from now on."""
+        if self.closed:
+            self.closed = False
+            if self.enabled:
+                signals.install(self)
 
     def read_closed(self) -> None:
         """Read the closed intervals of the phases still running: their step scalars reach the
@@ -359,6 +372,7 @@ class Run:
         """The epoch a phase belongs to: a train phase (or, before any, an eval-only phase) whose
         name already ran in the current epoch starts the next one; other phases join it."""
         self.settle_rank()
+        self.reopen()
         if phase.nested:
             return self.epoch
         explicit = phase.explicit_epoch

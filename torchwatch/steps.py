@@ -10,6 +10,7 @@ when the clock already read says ``BAR_SECS`` have passed: no per-step tqdm call
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from collections.abc import Mapping
@@ -26,7 +27,8 @@ Tensor = torch.Tensor  # a module global: ``torch.Tensor`` is a slow lookup in t
 
 
 def first_tensor_rows(batch: Any) -> Optional[int]:
-    """Dim 0 of the first tensor in a batch (nested tuples, lists, dicts); None if there is none."""
+    """Dim 0 of the first tensor in a batch (nested tuples, lists, dicts, dataclasses); None if
+    there is none."""
     kind = type(batch)
     if kind is tuple or kind is list:  # the usual (x, y) batch: no recursive call, no len()
         first = batch[0] if batch else None
@@ -43,10 +45,15 @@ def first_tensor_rows(batch: Any) -> Optional[int]:
                 return rows
         return None
     if isinstance(batch, Mapping):
-        for item in batch.values():
-            rows = first_tensor_rows(item)
-            if rows is not None:
-                return rows
+        items: Iterable = batch.values()
+    elif dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        items = (getattr(batch, field.name) for field in dataclasses.fields(batch))
+    else:
+        return None
+    for item in items:
+        rows = first_tensor_rows(item)
+        if rows is not None:
+            return rows
     return None
 
 

@@ -154,7 +154,13 @@ def flatten(
 
 
 def warn(message: str, category: type = TorchwatchWarning) -> None:
-    """Warn, attributing the warning to the first frame of the user's code."""
+    """Warn, attributing the warning to the first frame of the user's code. Under
+    ``torch.distributed`` only rank 0 warns, as only it prints: every rank runs the same code,
+    and a value that only another rank saw reaches rank 0 in the phase's reduction."""
+    from .distributed import rank  # (distributed imports this module)
+
+    if rank() != 0:
+        return
     level, frame = 2, sys._getframe(1)
     while frame is not None and (
         frame.f_code.co_filename.startswith(_PACKAGE_DIR) or "wrapt" in frame.f_code.co_filename
@@ -167,9 +173,9 @@ def reporter(strict: bool, seen: set) -> Report:
     """A ``report`` callable: raise ``ValueError`` under ``strict``, else warn once per metric."""
 
     def report(metric: str, message: str) -> None:
-        text = f"torchwatch: skipped {message}"
         if strict:
-            raise ValueError(text)
+            raise ValueError(f"torchwatch: rejected (strict=True) {message}")
+        text = f"torchwatch: skipped {message}"
         key = (metric, message.split(":", 1)[0])
         if key not in seen:
             seen.add(key)
