@@ -195,8 +195,8 @@ def _union(per_rank: Sequence[Sums], where: str) -> Sums:
             ranks = ", ".join(str(r) for r, s in enumerate(per_rank) if name in s)
             partial.append(f"'{name}' (rank{'s' if len(have) > 1 else ''} {ranks})")
     key = (where, tuple(partial))
-    if partial and torch.distributed.get_rank() == 0 and key not in _WARNED:
-        _WARNED.add(key)  # once per phase and set of metrics: the job-level warning of rank 0
+    if partial and key not in _WARNED:
+        _WARNED.add(key)  # once per phase and set of metrics (warn() speaks on rank 0 only)
         warn(
             f"torchwatch: {where} has metrics that only some ranks logged: "
             f"{', '.join(partial)}; each is averaged over the ranks that logged it. Log the "
