@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import json
@@ -183,10 +184,13 @@ def test_intervals_closed_in_c_write_what_python_closes_write(tmp_path):
 
 
 @pytest.mark.skipif(PURE, reason="TORCHWATCH_PURE_PYTHON is set")
-def test_compiled_log_reads_a_cpu_scalar_when_it_is_logged():
+@pytest.mark.parametrize("verb", ["tw.log", "run.log", "tw.log n=2", "tw.log n=2.0"])
+def test_compiled_log_reads_a_cpu_scalar_when_it_is_logged(verb, recwarn):
     """The compiled tw.log reads a float32/float64 CPU scalar from host memory at the call: the
     phase makes no read of its own at all, and a tensor changed in place afterwards keeps the
-    value it had when logged."""
+    value it had when logged, without a warning. ``run.log``, the same verb on a Run, takes the
+    same path (it used to pass ``n=None`` on, which sent every call to the Python one), and so
+    does a call with ``n=`` an int or a float."""
     if speedups is None:
         pytest.skip("the compiled hot path is not built here")
     from torchwatch.testing import count_syncs
@@ -194,16 +198,42 @@ def test_compiled_log_reads_a_cpu_scalar_when_it_is_logged():
     x = torch.linspace(0, 1, 8, requires_grad=True)
     total = torch.zeros((), dtype=torch.float64)
     run = tw.Run(None, console=False, tensorboard=False, progress=False, log_every=10)
+    log = {"tw.log": tw.log, "run.log": run.log,
+           "tw.log n=2": functools.partial(tw.log, n=2),
+           "tw.log n=2.0": functools.partial(tw.log, n=2.0)}[verb]
     with count_syncs() as syncs, run.phase("train") as p:
-        for i in tw.steps(range(100)):
+        for i in run.steps(range(100)):
             loss = (x * i).sum()
-            tw.log(loss=loss)
+            log(loss=loss)
             total += 1.0
-            tw.log(total=total)  # the same tensor each step, bumped in place after the call
+            log(total=total)  # the same tensor each step, bumped in place after the call
     assert syncs.torchwatch == 0, syncs
+    assert not [w for w in recwarn if "changed in place" in str(w.message)]
     assert p.metrics["loss"] == pytest.approx(sum(4.0 * i for i in range(100)) / 100)
     assert p.metrics["total"] == pytest.approx(50.5)  # the mean of 1..100, not 100
 
+
+
+def test_a_watched_steps_returned_loss_takes_the_compiled_path(recwarn):
+    """``@watch_step`` records a returned 0-dim loss as the compiled ``tw.log(loss)`` does: read
+    on the host at the return, so a tensor the loop changes in place after the step keeps the
+    value it was returned with, without a warning, and each call is still one step."""
+    if speedups is None:
+        pytest.skip("the compiled hot path is not built here")
+    total = torch.zeros(())
+    run = tw.Run(None, console=False, tensorboard=False, progress=False, log_every=10)
+
+    @run.watch_step
+    def step(x):
+        return total
+
+    with run.phase("train") as p:
+        for i in range(100):
+            step(torch.ones(4, 2))
+            total += 1.0  # after the step returned it
+    assert not [w for w in recwarn if "changed in place" in str(w.message)]
+    assert p.metrics["loss"] == pytest.approx(49.5)  # the mean of 0..99
+    assert (p.record.steps, p.record.samples) == (100, 400)
 
 def test_running_sums_are_added_in_place_only_where_nobody_else_sees_them():
     """The compiled path adds a step's data wait and a logged value to their running sums

@@ -204,13 +204,15 @@ def test_memory_stays_bounded_however_long_the_phase():
 
 
 def test_long_phase_without_steps_folds_buffers_on_the_device():
-    """Thousands of tw.log calls outside tw.steps keep a bounded buffer and the exact mean."""
+    """Thousands of tw.log calls outside tw.steps keep a bounded buffer and the exact mean.
+    (float16: a CPU float32 or float64 scalar is read on the host at once and buffers nothing
+    on the compiled path; a float16 one is buffered, as any tensor on a GPU is.)"""
     from torchwatch.accumulate import FOLD_AT
 
     tw.init(tensorboard=False, console=False)
     with tw.phase("val") as p:
         for i in range(3 * FOLD_AT + 7):
-            tw.log(loss=torch.tensor(float(i % 10)), n=1 + i % 2)
+            tw.log(loss=torch.tensor(float(i % 10), dtype=torch.float16), n=1 + i % 2)
         assert len(p.acc.values["loss"]) < FOLD_AT
     total = sum((i % 10) * (1 + i % 2) for i in range(3 * FOLD_AT + 7))
     weight = sum(1 + i % 2 for i in range(3 * FOLD_AT + 7))

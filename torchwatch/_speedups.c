@@ -466,8 +466,24 @@ record(PyObject *phase, PyObject *acc, PyObject *values, PyObject *name, PyObjec
     return 0;
 }
 
-/* tw.log(value=None, /, *, n=None, **metrics): 0-dim tensors without n= are recorded here;
- * any other call goes to the Python tw.log unchanged. */
+/* n= as Phase.log takes it without a message: an int or a float (exactly those types) strictly
+ * between -1e300 and 1e300, as a new float; NULL, without an error, for anything else (None, a
+ * tensor, NaN, a huge int: the Python tw.log converts it or explains it) */
+static PyObject *
+plain_weight(PyObject *n)
+{
+    if (!PyFloat_CheckExact(n) && !PyLong_CheckExact(n))
+        return NULL;
+    double w = PyFloat_AsDouble(n);  /* an int beyond a double: OverflowError */
+    if (w == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return NULL;
+    }
+    return (w > -1e300 && w < 1e300) ? PyFloat_FromDouble(w) : NULL;
+}
+
+/* tw.log(value=None, /, *, n=None, **metrics): 0-dim tensors, with n= an int or a float or
+ * without it, are recorded here; any other call goes to the Python tw.log unchanged. */
 static PyObject *
 hot_log(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -480,11 +496,13 @@ hot_log(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwname
         value = NULL;
     if (value != NULL && (PyObject *)Py_TYPE(value) != tensor_type)
         goto slow;
+    Py_ssize_t at_n = -1;  /* where n= is among the keywords */
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, i);
         if (PyUnicode_GET_LENGTH(key) == 1 && PyUnicode_READ_CHAR(key, 0) == 'n')
-            goto slow;  /* a weight given: Python converts and checks it */
+            at_n = i;
     }
+    PyObject *given_n = at_n < 0 || args[nargs + at_n] == Py_None ? NULL : args[nargs + at_n];
 
     PyObject *phase = PyList_GET_ITEM(active, PyList_GET_SIZE(active) - 1);
     if (Py_TYPE(phase) != phase_type)
@@ -500,14 +518,26 @@ hot_log(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwname
             result = Py_NewRef(Py_None);
         goto done;
     }
-    weight = get_slot(phase, &slot_step_weight);  /* the step's samples, or None */
-    if (weight == NULL)
-        goto done;
-    int given = PyObject_IsTrue(weight);
-    if (given < 0)
-        goto done;
-    if (!given)
-        Py_SETREF(weight, Py_NewRef(one_float));
+    if (given_n != NULL) {
+        weight = plain_weight(given_n);
+        if (weight == NULL) {
+            if (PyErr_Occurred())
+                goto done;
+            Py_DECREF(on);
+            Py_DECREF(phase);
+            goto slow;  /* Python converts it, or explains it */
+        }
+    }
+    else {
+        weight = get_slot(phase, &slot_step_weight);  /* the step's samples, or None */
+        if (weight == NULL)
+            goto done;
+        int given = PyObject_IsTrue(weight);
+        if (given < 0)
+            goto done;
+        if (!given)
+            Py_SETREF(weight, Py_NewRef(one_float));
+    }
     acc = get_slot(phase, &slot_acc);
     if (acc == NULL)
         goto done;
@@ -525,7 +555,8 @@ hot_log(PyObject *module, PyObject *const *args, size_t nargsf, PyObject *kwname
     if (value != NULL && record(phase, acc, values, s_loss, value, weight) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < nkw; i++)
-        if (record(phase, acc, values, PyTuple_GET_ITEM(kwnames, i), args[nargs + i], weight) < 0)
+        if (i != at_n
+            && record(phase, acc, values, PyTuple_GET_ITEM(kwnames, i), args[nargs + i], weight) < 0)
             goto done;
     result = Py_NewRef(Py_None);
 done:

@@ -802,6 +802,14 @@ def micro(device: str, scale: float) -> List[tuple]:
                          _per_call("tw.log(loss=loss)", names, n, repeat),
                          _per_call("log(loss=loss)", names, n, repeat),
                          "a no-op function of the same signature"))
+            rows.append(("`tw.log(loss=loss, n=64)` per call (a weight given)",
+                         _per_call("tw.log(loss=loss, n=64)", names, n, repeat),
+                         _per_call("log(loss=loss, n=64)", names, n, repeat),
+                         "a no-op function of the same signature"))
+            rows.append(("`run.log(loss=loss)` per call (the verb on a `tw.Run`)",
+                         _per_call("run.log(loss=loss)", names, n, repeat),
+                         _per_call("log(loss=loss)", names, n, repeat),
+                         "a no-op function of the same signature"))
             rows.append(("`tw.steps(batches)` per item, outputs off",
                          _per_call("for b in tw.steps(batches): pass", names, 1, repeat, n),
                          _per_call("for b in batches: pass", names, 1, repeat, n),

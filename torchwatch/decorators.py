@@ -14,8 +14,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import wrapt
 
+from .compiled import speedups
 from .phase import ACTIVE, Phase
 from .steps import first_tensor_rows
+
+Tensor = torch.Tensor
 
 __all__ = ["watch_epoch", "watch_step"]
 
@@ -167,6 +170,18 @@ def watch_epoch(
     return wrapper(wrapped)
 
 
+def _capture(phase: Phase, result: Any, names: Optional[Sequence[str]], source: str) -> None:
+    """A watched step's return value, recorded as ``tw.log`` records it. A lone 0-dim real
+    tensor (the usual returned loss) goes to the compiled ``tw.log``, as ``tw.log(loss)`` would:
+    it reads a CPU scalar on the host at once. Anything else goes to the phase, whose messages
+    name the function it came from."""
+    if (names is None and type(result) is Tensor and speedups is not None and not result.ndim
+            and not result.is_complex()):
+        speedups.log(result)  # into ACTIVE[-1], which is ``phase`` again once the step returned
+    else:
+        phase.log(result, None, {}, names, source)
+
+
 def watch_step(
     wrapped: Any = None, *, names: Optional[Sequence[str]] = None, run: Any = None
 ) -> Any:
@@ -189,14 +204,14 @@ def watch_step(
         if phase.in_step or not phase.on:
             result = wrapped(*args, **kwargs)
             if result is not None:
-                phase.log(result, None, {}, names, source)
+                _capture(phase, result, names, source)
             return result
         rows = first_tensor_rows(args) or 0
         phase.step_weight = rows or 1.0
         try:
             result = wrapped(*args, **kwargs)
             if result is not None:
-                phase.log(result, None, {}, names, source)
+                _capture(phase, result, names, source)
         finally:
             phase.step_weight = None
         phase.end_step(rows, 0.0)
