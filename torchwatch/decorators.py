@@ -16,9 +16,7 @@ import wrapt
 
 from .compiled import speedups
 from .phase import ACTIVE, Phase
-from .steps import first_tensor_rows
-
-Tensor = torch.Tensor
+from .steps import Tensor, first_tensor_rows
 
 __all__ = ["watch_epoch", "watch_step"]
 

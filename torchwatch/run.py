@@ -282,10 +282,7 @@ class Run:
 
     def log(self, value: Any = None, /, *, n: Any = None, **metrics: Any) -> None:
         if ACTIVE or self.enabled:
-            if n is None:  # the compiled tw.log's hot path takes calls without n= only
-                log(value, **metrics)
-            else:
-                log(value, n=n, **metrics)
+            log(value, n=n, **metrics)  # n=None is no weight, in the compiled tw.log too
 
     def writer(self, phase: str) -> Any:
         """The ``SummaryWriter`` of ``phase`` (for images, text, ...); ``None`` off rank 0."""
