@@ -1,6 +1,6 @@
 """How many CPU instructions watching adds to a training step: counted, so no timing noise.
 
-    python benchmarks/instructions.py            # needs valgrind; 5-10 minutes on 2 cores
+    python benchmarks/instructions.py            # needs valgrind; 10-15 minutes on 2 cores
     python benchmarks/instructions.py --steps 400 --variants bare,full
     python benchmarks/instructions.py --functions 15   # and where each variant's instructions go
 
