@@ -289,6 +289,21 @@ def test_full_against_the_seed_is_paired_by_round():
     assert gap.startswith("- **missed**: ") and "+6.0 µs/step" in gap
 
 
+def test_full_target_line_gives_the_share_of_the_bare_step():
+    """The µs target depends on the machine: the line also says what share of the bare loop's
+    own step the overhead is, from the same run."""
+    bare, full = bench.Row(bench.Bare), bench.Row(bench.TorchwatchFull)
+    bare.per_step = 400e-6
+    full.overheads = [8e-6, 8e-6, 8e-6]
+    full.overhead, *full.overhead_ci = bench.median_ci(full.overheads)
+    lines = bench.targets([bare, full], steps=500, micro_rows=[], start={}, cuda=False)
+    line = next(line for line in lines if "torchwatch full costs" in line)
+    assert line.startswith("- **missed**: ")
+    assert "8.0 µs/step over the bare loop, 2.0% of its 400 µs step" in line
+    lines = bench.targets([full], steps=500, micro_rows=[], start={}, cuda=False)  # no bare row
+    assert any("costs 8.0 µs/step over the bare loop (95% CI" in line for line in lines)
+
+
 def test_targets_benchmark_times_the_contenders_the_targets_compare():
     """benchmarks/targets.py: the tiny workload only, the bare loop, full, outputs off and the
     seed's way, and the targets with the paired full-vs-seed gap."""

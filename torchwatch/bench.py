@@ -957,7 +957,10 @@ def targets(rows: List[Row], steps: int, micro_rows: List[tuple], start: Dict[st
     if full is not None and not math.isnan(full.overhead):
         over = full.overhead * 1e6
         lo, hi = (v * 1e6 for v in full.overhead_ci)
-        check(over <= 5.0, f"torchwatch full costs {over:.1f} µs/step over the bare loop "
+        bare = by.get("bare")
+        share = (f", {full.overhead / bare.per_step:.1%} of its {bare.per_step * 1e6:.0f} µs step"
+                 if bare is not None and bare.per_step > 0 else "")
+        check(over <= 5.0, f"torchwatch full costs {over:.1f} µs/step over the bare loop{share} "
                            f"(95% CI {lo:.0f} to {hi:.0f}; target ≤ 5, aim ≤ 2)")
         intervals = -(-steps // 50)
         check(full.syncs_per_epoch <= intervals + 2,
