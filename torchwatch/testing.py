@@ -8,7 +8,9 @@ Wrap a few steps of a training loop and look at what reached the host::
         for x, y in tw.steps(loader):
             ...
     print(syncs)  # 3 syncs: 0 torchwatch, 3 user (item x3 at train.py:12 train_one_epoch)
-    assert syncs.torchwatch == 0, syncs
+    # none per step; at most one read per log_every-step interval (values that already reached
+    # the host), plus the phase end
+    assert syncs.torchwatch <= len(loader) // 50 + 2, syncs
 
 Each sync is a `SyncEvent(op, origin, where, via)`. ``origin`` is ``"torchwatch"`` when the code
 that made the call is in the torchwatch package and ``"user"`` otherwise; ``where`` is that code's
