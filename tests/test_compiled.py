@@ -25,8 +25,9 @@ PURE = os.environ.get("TORCHWATCH_PURE_PYTHON", "") not in ("", "0")
 
 # One script, run once per hot path: every case the compiled path hands back to Python (n=, a
 # positional float, a complex or multi-element tensor, a batch without a tensor, float16, a
-# negative view), the CPU scalars it reads on the host (float32, float64), batches of one 0-dim
-# or empty tensor, an early break out of tw.steps, a metric first logged mid-phase, and a NaN.
+# negative view), the CPU scalars it reads on the host (float32, float64, int64, bool), batches
+# of one 0-dim or empty tensor, an early break out of tw.steps, a metric first logged mid-phase,
+# and a NaN.
 SCRIPT = textwrap.dedent(
     """
     import json, sys, warnings
@@ -50,7 +51,8 @@ SCRIPT = textwrap.dedent(
                 if i >= 5:
                     tw.log(late=torch.tensor(float(i)), acc=(out.argmax(1) == y).float().mean())
                 tw.log(weighted=torch.tensor(float(i)), n=i + 1)
-                tw.log(plain=float(i), ints=torch.tensor(i))
+                tw.log(plain=float(i), ints=torch.tensor(i), correct=(out.argmax(1) == y).sum(),
+                       flag=torch.tensor(i % 3 == 0))
                 tw.log(bad=torch.ones(2), cplx=torch.tensor(1j))
                 # read on the host by the compiled path, or not: a negative view (its memory
                 # holds minus its value), float64, float16
@@ -212,6 +214,36 @@ def test_compiled_log_reads_a_cpu_scalar_when_it_is_logged(verb, recwarn):
     assert p.metrics["loss"] == pytest.approx(sum(4.0 * i for i in range(100)) / 100)
     assert p.metrics["total"] == pytest.approx(50.5)  # the mean of 1..100, not 100
 
+
+
+@pytest.mark.skipif(PURE, reason="TORCHWATCH_PURE_PYTHON is set")
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
+                                   torch.bool])
+def test_compiled_log_reads_integer_and_bool_cpu_scalars_when_logged(dtype):
+    """An accuracy counter (``(pred == y).sum()``, int64) or a flag logged as a CPU scalar is read
+    from host memory at the call, cast to a float as Phase.log casts it: the right mean, and no
+    read of the interval's sums for count_syncs to count. A scalar viewed out of a larger tensor
+    is read at its own offset; a negative view (its memory holds minus its value) still takes the
+    kept-tensor path and keeps its sign."""
+    if speedups is None:
+        pytest.skip("the compiled hot path is not built here")
+    from torchwatch.testing import count_syncs
+
+    top = 1 if dtype == torch.bool else 100
+    values = [i % (top + 1) for i in range(100)]
+    row = torch.tensor(values, dtype=dtype)
+    run = tw.Run(None, console=False, tensorboard=False, progress=False, log_every=10)
+    with count_syncs() as syncs, run.phase("train") as p:
+        for i in run.steps(range(100)):
+            tw.log(made=torch.tensor(values[i], dtype=dtype), viewed=row[i])
+    assert syncs.torchwatch == 0, syncs
+    expected = sum(float(bool(v)) if dtype == torch.bool else v for v in values) / 100
+    assert p.metrics == {"made": pytest.approx(expected), "viewed": pytest.approx(expected)}
+    if dtype in (torch.int64, torch.int32, torch.int16, torch.int8):
+        with run.phase("train") as p:
+            for i in run.steps(range(20)):
+                tw.log(neg=torch._neg_view(torch.tensor(i, dtype=dtype)))
+        assert p.metrics["neg"] == pytest.approx(-9.5)
 
 
 def test_a_watched_steps_returned_loss_takes_the_compiled_path(recwarn):

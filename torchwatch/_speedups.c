@@ -4,9 +4,10 @@
  *
  * The pure-Python versions (``run.log`` with ``Phase.log``, ``steps._watched`` with
  * ``Phase.end_step``) are the reference and the fallback: this file does the same thing, for the
- * common case only, and hands every other case to them. One deliberate difference: a float32 or
- * float64 scalar on the CPU is read from host memory when it is logged and summed on the host,
- * where Python keeps a detached tensor until the interval closes (same values, less work). It
+ * common case only, and hands every other case to them. One deliberate difference: a float32,
+ * float64, integer or bool scalar on the CPU is read from host memory when it is logged and summed
+ * on the host, where Python keeps a detached tensor until the interval closes (same values, less
+ * work, and no read of the interval's sums for count_syncs to count). It
  * uses the CPython API alone (no torch headers), so one build works with any torch version.
  *
  * Why compiled: a training step of a small model leaves the instruction cache cold, and each
@@ -148,12 +149,17 @@ static PyObject *one_float, *one_long, *zero_long;
 /* ---- tw.log --------------------------------------------------------------------------------- */
 
 /* what configure() was given: the Python tw.log, the list of active phases, torch.Tensor,
- * the complex dtypes, float32 and float64, and FOLD_AT - 1 (a metric's list longer than this takes
- * the slow path, which folds it) */
-static PyObject *slow_log, *active, *tensor_type, *complex_dtypes, *float32, *float64;
+ * the complex dtypes, the dtypes read on the host (in the order of HOST_DTYPES), and FOLD_AT - 1
+ * (a metric's list longer than this takes the slow path, which folds it) */
+static PyObject *slow_log, *active, *tensor_type, *complex_dtypes, *host_dtypes;
 static Py_ssize_t fold_limit;
 
-enum { NOT_HOT, HOT, HOT_FLOAT32, HOT_FLOAT64 };
+/* what hot_kind() finds: not a hot scalar; a hot one kept as a tensor; or one whose value is read
+ * from host memory on the CPU, by its C type (configure's host dtypes come in this order) */
+enum { NOT_HOT, HOT, HOT_FLOAT32, HOT_FLOAT64, HOT_INT64, HOT_INT32, HOT_INT16, HOT_INT8,
+       HOT_UINT8, HOT_BOOL };
+#define FIRST_HOST HOT_FLOAT32
+#define HOST_DTYPES (HOT_BOOL - FIRST_HOST + 1)
 
 /* Attributes of a torch.Tensor (exactly that type) read through their getters: torch.Tensor
  * inherits ndim, dtype, is_cpu, shape and requires_grad from its C base as getset descriptors,
@@ -268,8 +274,8 @@ is_zero(PyObject *number)
     return PyErr_Occurred() ? -1 : zero;
 }
 
-/* HOT for a 0-dim tensor of exactly type torch.Tensor with a real dtype (HOT_FLOAT32 /
- * HOT_FLOAT64 for those two), NOT_HOT otherwise, -1 on error */
+/* HOT for a 0-dim tensor of exactly type torch.Tensor with a real dtype (HOT_FLOAT32 ... HOT_BOOL
+ * for those read on the host), NOT_HOT otherwise, -1 on error */
 static int
 hot_kind(PyObject *item)
 {
@@ -281,7 +287,12 @@ hot_kind(PyObject *item)
     PyObject *dtype = tensor_attr(item, &attr_dtype);
     if (dtype == NULL)
         return -1;
-    int kind = dtype == float32 ? HOT_FLOAT32 : dtype == float64 ? HOT_FLOAT64 : HOT;
+    int kind = HOT;
+    for (Py_ssize_t i = 0; i < HOST_DTYPES; i++)
+        if (PyTuple_GET_ITEM(host_dtypes, i) == dtype) {
+            kind = FIRST_HOST + (int)i;
+            break;
+        }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(complex_dtypes); i++)
         if (PyTuple_GET_ITEM(complex_dtypes, i) == dtype)
             kind = NOT_HOT;
@@ -289,8 +300,9 @@ hot_kind(PyObject *item)
     return kind;
 }
 
-/* The value of a 0-dim float32/float64 tensor on the CPU, read from the host memory it already
- * lives in: no kernel, no copy, nothing to wait for (CPU ops have finished when they return).
+/* The value of a 0-dim tensor of a host dtype (float32, float64, an integer or bool) on the CPU,
+ * as a double (integers and bools are cast, as Phase.log casts them), read from the host memory it
+ * already lives in: no kernel, no copy, nothing to wait for (CPU ops have finished when they return).
  * 1 when read; 0 when it must take the device path instead (another device, a negative view,
  * no storage: functorch's wrappers, zero tensors); -1 on error. */
 static int
@@ -317,13 +329,31 @@ read_on_host(PyObject *item, int kind, double *out)
     Py_DECREF(address);
     if (data == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (kind == HOT_FLOAT32) {
-        float value;
-        memcpy(&value, data, sizeof value);
-        *out = value;
+    switch (kind) {
+#define READ_AS(type)                        \
+    {                                        \
+        type value;                          \
+        memcpy(&value, data, sizeof value);  \
+        *out = (double)value;                \
+        break;                               \
     }
-    else
-        memcpy(out, data, sizeof *out);
+    case HOT_FLOAT32: READ_AS(float)
+    case HOT_FLOAT64: READ_AS(double)
+    case HOT_INT64: READ_AS(int64_t)
+    case HOT_INT32: READ_AS(int32_t)
+    case HOT_INT16: READ_AS(int16_t)
+    case HOT_INT8: READ_AS(int8_t)
+    case HOT_UINT8: READ_AS(uint8_t)
+    case HOT_BOOL: {
+        uint8_t value;
+        memcpy(&value, data, sizeof value);
+        *out = value != 0;
+        break;
+    }
+#undef READ_AS
+    default:
+        return 0;
+    }
     return 1;
 }
 
@@ -401,7 +431,7 @@ done:
     return rc;
 }
 
-/* Phase.log's loop body for one (name, item). A float32/float64 scalar on the CPU is added to the
+/* Phase.log's loop body for one (name, item). A scalar of a host dtype on the CPU is added to the
  * host sums at once; another hot scalar is appended to its list (detached); anything else, the
  * first value of a metric on another device, or a tensor changed in place before (copied
  * there), goes to _log_one. */
@@ -413,8 +443,7 @@ record(PyObject *phase, PyObject *acc, PyObject *values, PyObject *name, PyObjec
     if (kind < 0)
         return -1;
     /* the weight is the step's samples (an int) or 1.0 */
-    if ((kind == HOT_FLOAT32 || kind == HOT_FLOAT64)
-        && (PyFloat_CheckExact(weight) || PyLong_CheckExact(weight))) {
+    if (kind >= FIRST_HOST && (PyFloat_CheckExact(weight) || PyLong_CheckExact(weight))) {
         double value, w = PyFloat_AsDouble(weight);
         if (w == -1.0 && PyErr_Occurred())
             return -1;
@@ -577,13 +606,18 @@ slow:
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    PyObject *log, *phases, *tensor, *complex, *f32, *f64;
+    PyObject *log, *phases, *tensor, *complex, *host;
     PyTypeObject *phase, *accumulator, *run;
     Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "OO!OO!(OO)nO!O!O!:configure", &log, &PyList_Type, &phases,
-                          &tensor, &PyTuple_Type, &complex, &f32, &f64, &limit, &PyType_Type,
-                          &phase, &PyType_Type, &accumulator, &PyType_Type, &run))
+    if (!PyArg_ParseTuple(args, "OO!OO!O!nO!O!O!:configure", &log, &PyList_Type, &phases,
+                          &tensor, &PyTuple_Type, &complex, &PyTuple_Type, &host, &limit,
+                          &PyType_Type, &phase, &PyType_Type, &accumulator, &PyType_Type, &run))
         return NULL;
+    if (PyTuple_GET_SIZE(host) != HOST_DTYPES) {
+        PyErr_Format(PyExc_ValueError, "configure: %d host dtypes expected, got %zd",
+                     HOST_DTYPES, PyTuple_GET_SIZE(host));
+        return NULL;
+    }
     Slot *phase_slots[] = {&slot_on, &slot_step_weight, &slot_acc, &slot_steps, &slot_samples,
                            &slot_data_wait_s, &slot_interval_due, &slot_interval_start,
                            &slot_closed, &slot_unread_since, &slot_open_step};
@@ -604,8 +638,7 @@ configure(PyObject *module, PyObject *args)
     Py_XSETREF(active, Py_NewRef(phases));
     Py_XSETREF(tensor_type, Py_NewRef(tensor));
     Py_XSETREF(complex_dtypes, Py_NewRef(complex));
-    Py_XSETREF(float32, Py_NewRef(f32));
-    Py_XSETREF(float64, Py_NewRef(f64));
+    Py_XSETREF(host_dtypes, Py_NewRef(host));
     for (size_t i = 0; i < N_TENSOR_ATTRS; i++)
         find_getter(tensor_attrs[i]);
     for (size_t i = 0; i < N_TENSOR_METHODS; i++)
@@ -1192,11 +1225,12 @@ static PyMethodDef methods[] = {
                "Record metrics into the innermost active phase; a positional value is named "
                "``loss``.")},
     {"configure", configure, METH_VARARGS,
-     PyDoc_STR("configure(slow_log, active, tensor, complex_dtypes, (float32, float64), "
+     PyDoc_STR("configure(slow_log, active, tensor, complex_dtypes, host_dtypes, "
                "fold_limit, phase_type, accumulator_type, run_type)\n--\n\n"
                "What log() and Watched need: the Python tw.log, the active phases, torch.Tensor, "
-               "the complex dtypes, the two dtypes read on the host, the longest list log() may "
-               "append to, and the three classes whose slots they read.")},
+               "the complex dtypes, the dtypes read on the host ((float32, float64, int64, int32, "
+               "int16, int8, uint8, bool)), the longest list log() may append to, and the three "
+               "classes whose slots they read.")},
     {"direct", direct, METH_NOARGS,
      PyDoc_STR("direct($module, /)\n--\n\n"
                "The torch.Tensor attributes read through their getters, not the generic "

@@ -9,9 +9,10 @@ pinned memory, followed by a CUDA event. ``ready()`` hands back the intervals wh
 completed without waiting; ``drain()`` (phase end) waits for the rest: that is the one sync a
 phase may make. Memory stays bounded: long lists are folded into per-metric running partials.
 
-Python numbers go straight into per-interval sums on the host (``host``). So do float32/float64
-scalars on the CPU logged through the compiled ``tw.log`` (``_speedups.c``): their value is
-already in host memory, so it is read when logged and nothing is kept per step.
+Python numbers go straight into per-interval sums on the host (``host``). So do float32,
+float64, integer and bool scalars on the CPU logged through the compiled ``tw.log``
+(``_speedups.c``): their value is already in host memory, so it is read when logged and nothing
+is kept per step.
 """
 
 from __future__ import annotations

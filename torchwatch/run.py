@@ -610,5 +610,7 @@ python_log = log
 if speedups is not None:  # the same, compiled: 0-dim real tensors, n= absent or a plain number, in C
     speedups.configure(log, ACTIVE, torch.Tensor,
                        (torch.complex32, torch.complex64, torch.complex128),
-                       (torch.float32, torch.float64), FOLD_AT - 1, Phase, Accumulator, Run)
+                       (torch.float32, torch.float64, torch.int64, torch.int32, torch.int16,
+                        torch.int8, torch.uint8, torch.bool),
+                       FOLD_AT - 1, Phase, Accumulator, Run)
     log = speedups.log  # noqa: F811 (the Python log above is its fallback for everything else)
