@@ -783,6 +783,7 @@ def micro(device: str, scale: float) -> List[tuple]:
     run = tw.Run(tmp, progress=False, console=False, tensorboard=False)
     model = nn.Linear(8, 2).to(device)
     loss = (torch.ones((), device=device, requires_grad=True) * 2)  # has a grad_fn, as a loss
+    correct = torch.tensor(3, device=device)  # an int64 count, as (pred == y).sum() gives
     x = torch.zeros(BATCH, 8, device=device)
     batches = [(x, x)] * n
 
@@ -793,8 +794,8 @@ def micro(device: str, scale: float) -> List[tuple]:
         return loss
 
     watched_step = run.watch_step(plain_step)
-    names = dict(tw=tw, run=run, model=model, loss=loss, x=x, batches=batches, log=log,
-                 plain_step=plain_step, watched_step=watched_step, Noop=_NoopContext)
+    names = dict(tw=tw, run=run, model=model, loss=loss, correct=correct, x=x, batches=batches,
+                 log=log, plain_step=plain_step, watched_step=watched_step, Noop=_NoopContext)
     rows = []
     try:
         with run.phase("train", model):
@@ -805,6 +806,10 @@ def micro(device: str, scale: float) -> List[tuple]:
             rows.append(("`tw.log(loss=loss, n=64)` per call (a weight given)",
                          _per_call("tw.log(loss=loss, n=64)", names, n, repeat),
                          _per_call("log(loss=loss, n=64)", names, n, repeat),
+                         "a no-op function of the same signature"))
+            rows.append(("`tw.log(correct=correct)` per call (an int64 count)",
+                         _per_call("tw.log(correct=correct)", names, n, repeat),
+                         _per_call("log(correct=correct)", names, n, repeat),
                          "a no-op function of the same signature"))
             rows.append(("`run.log(loss=loss)` per call (the verb on a `tw.Run`)",
                          _per_call("run.log(loss=loss)", names, n, repeat),
