@@ -797,24 +797,23 @@ def micro(device: str, scale: float) -> List[tuple]:
     names = dict(tw=tw, run=run, model=model, loss=loss, correct=correct, x=x, batches=batches,
                  log=log, plain_step=plain_step, watched_step=watched_step, Noop=_NoopContext)
     rows = []
+
+    def logged(what: str, call: str) -> tuple:
+        """A row for a call of ``call`` (``tw.log(...)`` or ``run.log(...)``), beside the no-op
+        ``log`` called with the same arguments."""
+        bare = "log(" + call.split("(", 1)[1]
+        return (what, _per_call(call, names, n, repeat), _per_call(bare, names, n, repeat),
+                "a no-op function of the same signature")
+
     try:
         with run.phase("train", model):
-            rows.append(("`tw.log(loss=loss)` per call",
-                         _per_call("tw.log(loss=loss)", names, n, repeat),
-                         _per_call("log(loss=loss)", names, n, repeat),
-                         "a no-op function of the same signature"))
-            rows.append(("`tw.log(loss=loss, n=64)` per call (a weight given)",
-                         _per_call("tw.log(loss=loss, n=64)", names, n, repeat),
-                         _per_call("log(loss=loss, n=64)", names, n, repeat),
-                         "a no-op function of the same signature"))
-            rows.append(("`tw.log(correct=correct)` per call (an int64 count)",
-                         _per_call("tw.log(correct=correct)", names, n, repeat),
-                         _per_call("log(correct=correct)", names, n, repeat),
-                         "a no-op function of the same signature"))
-            rows.append(("`run.log(loss=loss)` per call (the verb on a `tw.Run`)",
-                         _per_call("run.log(loss=loss)", names, n, repeat),
-                         _per_call("log(loss=loss)", names, n, repeat),
-                         "a no-op function of the same signature"))
+            rows.append(logged("`tw.log(loss=loss)` per call", "tw.log(loss=loss)"))
+            rows.append(logged("`tw.log(loss=loss, n=64)` per call (a weight given)",
+                               "tw.log(loss=loss, n=64)"))
+            rows.append(logged("`tw.log(correct=correct)` per call (an int64 count)",
+                               "tw.log(correct=correct)"))
+            rows.append(logged("`run.log(loss=loss)` per call (the verb on a `tw.Run`)",
+                               "run.log(loss=loss)"))
             rows.append(("`tw.steps(batches)` per item, outputs off",
                          _per_call("for b in tw.steps(batches): pass", names, 1, repeat, n),
                          _per_call("for b in batches: pass", names, 1, repeat, n),
