@@ -293,7 +293,7 @@ hot_kind(PyObject *item)
             kind = FIRST_HOST + (int)i;
             break;
         }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(complex_dtypes); i++)
+    for (Py_ssize_t i = 0; kind == HOT && i < PyTuple_GET_SIZE(complex_dtypes); i++)
         if (PyTuple_GET_ITEM(complex_dtypes, i) == dtype)
             kind = NOT_HOT;
     Py_DECREF(dtype);
@@ -301,10 +301,10 @@ hot_kind(PyObject *item)
 }
 
 /* The value of a 0-dim tensor of a host dtype (float32, float64, an integer or bool) on the CPU,
- * as a double (integers and bools are cast, as Phase.log casts them), read from the host memory it
- * already lives in: no kernel, no copy, nothing to wait for (CPU ops have finished when they return).
- * 1 when read; 0 when it must take the device path instead (another device, a negative view,
- * no storage: functorch's wrappers, zero tensors); -1 on error. */
+ * as a double (integers and bools are cast, as Phase.log casts them), read from the host memory
+ * it already lives in: no kernel, no copy, nothing to wait for (CPU ops have finished when they
+ * return). 1 when read; 0 when it must take the device path instead (another device, a negative
+ * view, no storage: functorch's wrappers, zero tensors); -1 on error. */
 static int
 read_on_host(PyObject *item, int kind, double *out)
 {

@@ -607,7 +607,7 @@ def log(value: Any = None, /, *, n: Any = None, **metrics: Any) -> None:
 
 
 python_log = log
-if speedups is not None:  # the same, compiled: 0-dim real tensors, n= absent or a plain number, in C
+if speedups is not None:  # the same, compiled: 0-dim real tensors, n= absent or a plain number
     speedups.configure(log, ACTIVE, torch.Tensor,
                        (torch.complex32, torch.complex64, torch.complex128),
                        (torch.float32, torch.float64, torch.int64, torch.int32, torch.int16,
