@@ -215,7 +215,6 @@ def test_compiled_log_reads_a_cpu_scalar_when_it_is_logged(verb, recwarn):
     assert p.metrics["total"] == pytest.approx(50.5)  # the mean of 1..100, not 100
 
 
-
 @pytest.mark.skipif(PURE, reason="TORCHWATCH_PURE_PYTHON is set")
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
                                    torch.bool])
@@ -266,6 +265,7 @@ def test_a_watched_steps_returned_loss_takes_the_compiled_path(recwarn):
     assert not [w for w in recwarn if "changed in place" in str(w.message)]
     assert p.metrics["loss"] == pytest.approx(49.5)  # the mean of 0..99
     assert (p.record.steps, p.record.samples) == (100, 400)
+
 
 def test_running_sums_are_added_in_place_only_where_nobody_else_sees_them():
     """The compiled path adds a step's data wait and a logged value to their running sums
