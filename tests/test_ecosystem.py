@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import time
+import warnings
 
 import pytest
 import torch
@@ -500,7 +501,7 @@ def test_histograms_every_n_epochs(tmp_path):
     assert steps_of(histograms["params/G.weight"]) == [1, 3]  # epochs shown as 2 and 4
     for (step, value), (weight, _) in zip(histograms["params/G.weight"], (ends[1], ends[3])):
         assert value.num == 6 and value.sum == pytest.approx(weight.sum().item(), rel=1e-5)
-        assert (value.min, value.max) == pytest.approx((weight.min(), weight.max()))
+        assert (value.min, value.max) == pytest.approx((weight.min().item(), weight.max().item()))
     grad_sum = histograms["grads/G.weight"][1][1].sum
     assert grad_sum == pytest.approx(ends[3][1].sum().item(), rel=1e-5, abs=1e-7)
     assert read_histograms(tmp_path / "val") == {}
@@ -517,16 +518,20 @@ def test_no_histograms_by_default(tmp_path, model):
 
 
 def test_graph_is_written_once_in_eval_mode_with_modes_restored(tmp_path, model):
-    """graph=example writes the model graph once; no BatchNorm statistic moves; modes restored."""
+    """graph=example writes the model graph once; no BatchNorm statistic moves; modes restored;
+    no warning of torch's tracer (torch.jit.trace's deprecation notice) reaches the user."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     model.train()
     model[1].eval()
     tw.init(logdir=str(tmp_path), model=model, console=False, graph=torch.randn(3, 4))
     before = model[1].running_mean.clone()
-    for _ in range(2):
-        with tw.phase("train"):
-            tw.log(loss=1.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            with tw.phase("train"):
+                tw.log(loss=1.0)
+    assert [str(w.message) for w in caught] == []
     assert torch.equal(model[1].running_mean, before)
     assert model.training and not model[1].training and model[0].training
     tw.close()

@@ -72,7 +72,10 @@ def write_graph(run: "Run", phase: "Phase") -> None:
     try:
         model.eval()
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace's notice
+            # torch.jit.trace's notice (a DeprecationWarning, a FutureWarning from torch 2.14):
+            # add_graph's own call, about nothing the user wrote or can change
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", r"`torch\.jit\.trace", FutureWarning)
             writer.add_graph(model, example)
     except Exception as error:
         warn(
