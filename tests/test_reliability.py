@@ -350,6 +350,49 @@ def test_atexit_closes_the_run(tmp_path, scalars):
     assert_lines_on_disk(training.logdir, lines, scalars)
 
 
+AT_312_EXIT = """
+import atexit, sys, threading
+import torchwatch as tw
+
+def as_python_312_exits():
+    # Python 3.12 runs atexit after the threads are shut down, and refuses new ones there
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+    threading.Thread.start = refuse
+
+tw.init(logdir=sys.argv[1], console=False, progress=False, hparams={"lr": 0.1})
+atexit.register(as_python_312_exits)  # after the run's own: runs before it
+if sys.argv[2] == "phase":
+    with tw.phase("train"):
+        tw.log(loss=0.5)
+"""
+
+
+def test_atexit_writes_hparams_where_no_thread_can_start(tmp_path, scalars):
+    """Closed at exit as Python 3.12 exits (no new thread, so no new SummaryWriter), a run with
+    hparams writes them with its last metrics; one that never ended a phase says the fix."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    def run(logdir, mode):
+        done = subprocess.run([sys.executable, "-c", AT_312_EXIT, str(logdir), mode],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert "failed" not in run(tmp_path / "phase", "phase")
+    assert hparams_written(tmp_path / "phase")
+    assert scalars(tmp_path / "phase" / "train")["epoch/loss"] == [(0, 0.5)]
+    acc = EventAccumulator(str(tmp_path / "phase"))
+    acc.Reload()
+    data = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent("hparams")["_hparams_/experiment"])
+    assert ("train", "epoch/loss") in {(m.name.group, m.name.tag)
+                                       for m in data.experiment.metric_infos}
+    err = run(tmp_path / "none", "none")
+    assert "TensorBoard writing to" in err and "call tw.close() or run.close()" in err
+
+
 # -- signal handlers in this process ------------------------------------------------------------
 
 

@@ -229,7 +229,7 @@ class Run:
             _check_logdir(self.logdir)
             from .sinks.tensorboard import TensorBoardSink
 
-            self.tensorboard = TensorBoardSink(self.logdir)
+            self.tensorboard = TensorBoardSink(self.logdir, hparams=bool(self.hparams))
         self.history: List[PhaseRecord] = []
         self.stack: List[Phase] = []
         self.epoch: Optional[int] = None

@@ -45,8 +45,11 @@ MAX_PENDING = 32
 
 
 class TensorBoardSink:
-    def __init__(self, logdir: str) -> None:
+    def __init__(self, logdir: str, hparams: bool = False) -> None:
         self.logdir = logdir
+        # hparams will go to <logdir> itself when the run closes, often from atexit, where Python
+        # 3.12 starts no thread (a SummaryWriter's): its writer is opened with the first other one
+        self.root_wanted = hparams
         self.writers: Dict[str, Any] = {}
         self.failed = False
         self.final: Dict[Tuple[str, str], float] = {}  # (phase, tag) -> last value, for hparams
@@ -74,6 +77,9 @@ class TensorBoardSink:
                 self._fail(error)
                 return None
             self.writers[phase] = writer
+            if self.root_wanted and phase:
+                self.root_wanted = False
+                self.writer("")
         return writer
 
     def log(self, phase: str, scalars: Mapping[str, float], step: int,
@@ -168,10 +174,16 @@ class TensorBoardSink:
     def _fail(self, error: BaseException) -> None:
         if not self.failed:
             self.failed = True
+            if isinstance(error, RuntimeError) and "shutdown" in str(error):
+                fix = ("It was at the interpreter's exit, where Python 3.12 starts no thread (a "
+                       "SummaryWriter's): call tw.close() or run.close() at the end of the "
+                       "script.")
+            else:
+                fix = "Check the disk space and that the logdir still exists."
             warn(
                 f"torchwatch: TensorBoard writing to {self.logdir!r} failed ({error!r}); "
                 "TensorBoard output is off for the rest of this run, training and the console "
-                "go on. Check the disk space and that the logdir still exists."
+                f"go on. {fix}"
             )
 
 
