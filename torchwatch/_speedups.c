@@ -23,8 +23,9 @@
 #include <structmember.h>
 #include <time.h>
 
-#if PY_VERSION_HEX < 0x030A0000  /* Python 3.9 */
-static inline PyObject *Py_NewRef(PyObject *obj) { Py_INCREF(obj); return obj; }
+#if PY_VERSION_HEX < 0x030A0000  /* Python 3.9; a macro casting its argument, as 3.10's */
+static inline PyObject *new_ref(PyObject *obj) { Py_INCREF(obj); return obj; }
+#define Py_NewRef(obj) new_ref((PyObject *)(obj))
 #endif
 
 /* Phase, Accumulator (and Run, for global_step) declare __slots__: such an attribute is a pointer
