@@ -53,8 +53,10 @@ def launch(scenario, tmp_path, timeout=HARD_TIMEOUT_S):
             proc.wait()
         out.close()
         err.close()
-    outs = [(tmp_path / f"out_{r}.txt").read_text() for r in range(WORLD)]
-    errs = [(tmp_path / f"err_{r}.txt").read_text() for r in range(WORLD)]
+    # less the lines gloo itself prints as ranks connect (torch 2.8: "[Gloo] Rank 0 is connected
+    # to 1 peer ranks..."), which are not torchwatch's
+    outs = [_without_gloo((tmp_path / f"out_{r}.txt").read_text()) for r in range(WORLD)]
+    errs = [_without_gloo((tmp_path / f"err_{r}.txt").read_text()) for r in range(WORLD)]
     if hung:
         pytest.fail(f"ranks {hung} of {scenario!r} hung past {timeout}s; stderr:\n"
                     + "\n".join(errs))
@@ -65,6 +67,11 @@ def launch(scenario, tmp_path, timeout=HARD_TIMEOUT_S):
             pytest.fail(f"rank {rank} of {scenario!r} wrote no result; stderr:\n{errs[rank]}")
         results.append(json.loads(path.read_text()))
     return results, outs, errs
+
+
+def _without_gloo(text):
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if not line.startswith("[Gloo] "))
 
 
 def record_dict(record):
@@ -434,8 +441,9 @@ def test_exception_on_one_rank_runs_no_collective_and_the_other_fails_not_hangs(
     assert one["error"]["type"] == "ValueError" and one["error"]["text"] == "boom on rank 1"
     assert one["history"] == 0 and one["training_after"] is True
     assert zero["error"] is not None, "rank 0's reduction completed: rank 1 must have joined it"
-    assert any("reduction at the end of phase 'train' did not complete" in n
-               for n in zero["error"]["notes"])
+    # a note on the collective's error; before Python 3.11 (no add_note), a warning on stderr
+    notes = zero["error"]["notes"] if sys.version_info >= (3, 11) else [errs[0]]
+    assert any("reduction at the end of phase 'train' did not complete" in n for n in notes)
     limit = SHORT_PG_TIMEOUT_S if scenario == "raise_and_stay" else PG_TIMEOUT_S
     assert zero["seconds"] < limit + 5
     assert zero["history"] == 0 and zero["training_after"] is True
