@@ -144,7 +144,9 @@ class Phase:
         for model in self.models:
             if not self.is_train:
                 model.eval()
-            elif not model.training:  # a frozen submodule of a training model stays frozen
+            # a frozen submodule of a training model stays frozen. A torch.compile'd model's own
+            # flag can be stale (torch < 2.2 kept one apart from its original's): ask the original
+            elif not getattr(model, "_orig_mod", model).training:
                 model.train()
         if self.on:
             run = self.run
