@@ -385,7 +385,9 @@ def test_log_inside_a_compiled_function_is_recorded_without_recompiles(tmp_path,
         assert reasons and all("torch.compiler.disable" in r or "torch._dynamo.disable()" in r
                                for r in reasons)
     else:  # torch < 2.5 cannot trace the Python tw.log in the C one's place: a break at it
-        assert any("torchwatch._speedups.log" in r for r in reasons)
+        # (an unsupported builtin; torch 2.1: a call of the object `log`)
+        assert any("torchwatch._speedups.log" in r or "UserDefinedObjectVariable(log)" in r
+                   for r in reasons)
     with torch.no_grad():
         expected = sum(nn.functional.mse_loss(model(x), y).item() for x, y in data) / len(data)
     assert read_scalars(tmp_path / "val")["epoch/loss"] == [(0, pytest.approx(expected)),
