@@ -323,3 +323,32 @@ def test_targets_benchmark_times_the_contenders_the_targets_compare():
     assert "**small" not in done.stdout and "**Hot path**" not in done.stdout
     assert "torchwatch full vs the seed's way" in done.stdout
     assert "median of the per-round differences" in done.stdout
+
+
+def test_epoch_costs_benchmark_times_each_function_inside_the_loop():
+    """benchmarks/epoch_costs.py trains a few watched epochs and prints, for each per-epoch
+    function, a CPU time and its calls per epoch: one bar created, one phase entered and left,
+    one TensorBoard flush per epoch; the parts never exceed the whole."""
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).parent.parent / "benchmarks" / "epoch_costs.py"
+    done = subprocess.run([sys.executable, str(script), "--epochs", "3", "--steps", "30",
+                           "--warmup", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = table_rows(done.stdout, "medians over epochs.")
+    labels = {label.rsplit(": ", 1)[-1] for label in rows}
+    for label, (_, part, spent, calls) in rows.items():
+        assert float(spent) >= 0, label
+        if part:  # a part names a row of the table
+            assert part in labels, (label, part)
+    once = ["phase start: `Phase.__enter__`", "the bar created and first drawn: `tqdm.__init__`",
+            "phase end: `Phase.__exit__`", "TensorBoard: `TensorBoardSink.flush`",
+            "the epoch line: `ConsoleSink.log`"]
+    for label in once:
+        assert float(rows[label][3]) == 1.0, label
+    whole = float(rows["the whole epoch"][2])
+    assert float(rows["phase end: `Phase.__exit__`"][2]) > 0
+    assert float(rows["the rest: 30 training steps with `tw.steps` and `tw.log`"][2]) > 0
+    assert float(rows["phase end: `Phase.__exit__`"][2]) < whole
