@@ -29,8 +29,6 @@ import tempfile
 import time
 from typing import Any, Callable, Counter, Dict, List, Tuple
 
-import torch
-
 from torchwatch import bench
 
 clock = time.thread_time_ns  # this thread's CPU time: the loop's own, not SummaryWriter's thread
@@ -137,27 +135,16 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--epochs", type=int, default=40, help="timed epochs (40)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed epochs first (3)")
     opts = parser.parse_args(argv)
-    for key in ("steps", "epochs", "warmup"):
-        if getattr(opts, key) < 1:
-            parser.error(f"--{key} must be a positive int, got {getattr(opts, key)}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        started = time.perf_counter()
+    bench.positive_options(parser, opts, "steps", "epochs", "warmup")
+
+    def report() -> Tuple[str, List[str]]:
         results = measure(opts.steps, opts.epochs, opts.warmup)
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        command = " ".join(["python benchmarks/epoch_costs.py", *argv])
-        print("\n".join([
-            f"`{command}` · {stamp} · {bench._machine('cpu')} · {bench._versions()}", "",
-            f"{bench.describe('tiny', opts.steps)}; the `torchwatch full` loop; {opts.epochs} "
-            f"epochs after {opts.warmup} untimed; time: this thread's CPU time (SummaryWriter's "
-            "own thread is not counted); medians over epochs.", "",
-            *table(results, opts.steps), "",
-            f"_{time.perf_counter() - started:.0f} s in all._",
-        ]))
-    finally:
-        torch.set_num_threads(threads)
-    return 0
+        how = (f"{bench.describe('tiny', opts.steps)}; the `torchwatch full` loop; {opts.epochs} "
+               f"epochs after {opts.warmup} untimed; time: this thread's CPU time "
+               "(SummaryWriter's own thread is not counted); medians over epochs.")
+        return how, table(results, opts.steps)
+
+    return bench.script_report("epoch_costs.py", argv, report)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Tuple
 
-import torch
-
 import torchwatch as tw
 from torchwatch import bench
 
@@ -169,30 +167,19 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                         help="process CPU time of all threads (default) or the wall clock")
     opts = parser.parse_args(argv)
-    for key in ("steps", "rounds", "warmup"):
-        if getattr(opts, key) < 1:
-            parser.error(f"--{key} must be a positive int, got {getattr(opts, key)}")
+    bench.positive_options(parser, opts, "steps", "rounds", "warmup")
     clock = time.process_time if opts.clock == "cpu" else time.perf_counter
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        started = time.perf_counter()
+
+    def report() -> Tuple[str, List[str]]:
         results = measure(opts.steps, opts.rounds, opts.warmup, clock)
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        command = " ".join(["python benchmarks/outputs.py", *argv])
-        print("\n".join([
-            f"`{command}` · {stamp} · {bench._machine('cpu')} · {bench._versions()}", "",
-            f"{bench.describe('tiny', opts.steps)}; {opts.rounds} rounds, interleaved, "
-            f"{opts.warmup} warm-up epoch(s) excluded; time: "
-            f"{'process CPU time (all threads)' if opts.clock == 'cpu' else 'wall clock'}; "
-            "each variant's epoch between two with every output off; medians, and medians of "
-            "the differences to the mean of those two.", "",
-            *table(results), "",
-            f"_{time.perf_counter() - started:.0f} s in all._",
-        ]))
-    finally:
-        torch.set_num_threads(threads)
-    return 0
+        how = (f"{bench.describe('tiny', opts.steps)}; {opts.rounds} rounds, interleaved, "
+               f"{opts.warmup} warm-up epoch(s) excluded; time: "
+               f"{'process CPU time (all threads)' if opts.clock == 'cpu' else 'wall clock'}; "
+               "each variant's epoch between two with every output off; medians, and medians "
+               "of the differences to the mean of those two.")
+        return how, table(results)
+
+    return bench.script_report("outputs.py", argv, report)
 
 
 if __name__ == "__main__":

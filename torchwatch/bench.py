@@ -896,6 +896,33 @@ def _us(seconds: float, signed: bool = False) -> str:
     return f"{seconds * 1e6:+.1f}" if signed else f"{seconds * 1e6:.1f}"
 
 
+def positive_options(parser: argparse.ArgumentParser, opts: argparse.Namespace,
+                     *keys: str) -> None:
+    """Stop with argparse's usage message where one of ``keys`` is not a positive int."""
+    for key in keys:
+        if getattr(opts, key) < 1:
+            parser.error(f"--{key} must be a positive int, got {getattr(opts, key)}")
+
+
+def script_report(script: str, argv: Sequence[str],
+                  measure: Callable[[], Tuple[str, List[str]]]) -> int:
+    """Run ``measure`` with torch on one thread and print what it returns as the scripts of
+    ``benchmarks/`` print: the command, date, machine and versions; how it measured (the first
+    item ``measure`` returns); its table (the second); the time it all took."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        started = time.perf_counter()
+        how, table = measure()
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        command = " ".join([f"python benchmarks/{script}", *argv])
+        print("\n".join([f"`{command}` · {stamp} · {_machine('cpu')} · {_versions()}", "", how,
+                         "", *table, "", f"_{time.perf_counter() - started:.0f} s in all._"]))
+    finally:
+        torch.set_num_threads(threads)
+    return 0
+
+
 def _versions() -> str:
     from importlib import metadata
 
