@@ -1,6 +1,6 @@
 """Where a watched epoch's own time goes, function by function, inside the loop.
 
-    python benchmarks/epoch_costs.py                  # tiny workload, 40 epochs x 500 steps: ~15 s
+    python benchmarks/epoch_costs.py                  # tiny workload, 40 epochs x 500 steps: ~10 s
     python benchmarks/epoch_costs.py --epochs 100 --steps 1000
 
 ``overhead.py`` says what watching costs per step; ``outputs.py`` what each output costs at the
@@ -10,7 +10,8 @@ preloaded batches) trains with each per-epoch and per-redraw function wrapped in
 thread's CPU time, and the table gives the median CPU µs per epoch spent in each, with its calls
 per epoch. The functions run as they do in a real loop: cold, right after a training step,
 which is why they cost several times their ``timeit`` figure. A row's time includes the rows
-listed as part of it.
+listed as part of it (with the compiled hot path: the pure-Python ``tw.steps`` creates its bar
+at the first item, after ``Steps.__iter__`` has returned).
 
 The per-step path (the compiled ``tw.steps`` iterator and ``tw.log``) is not wrapped: a timer
 around each call would cost more than the call. It is in the last row, with the training steps
